@@ -1,0 +1,78 @@
+"""`eloquence` command line: talk, console, up, status, down, worker, bench."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eloquence", description="Self-hosted voice coach")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    talk = sub.add_parser("talk", help="one spoken turn from a WAV file through a real AgentSession")
+    talk.add_argument("input", help="input WAV file (the user's question)")
+    talk.add_argument("-o", "--output", default="reply.wav", help="where to write the agent's speech")
+    talk.add_argument("--exercise", default="default", help="exercise type (see `eloquence exercises`)")
+    talk.add_argument("--json", action="store_true", help="print the report as JSON")
+    talk.add_argument("--no-start", action="store_true", help="do not start missing local services")
+
+    sub.add_parser("console", help="talk to the coach with the microphone and speaker")
+    sub.add_parser("exercises", help="list the registered exercises")
+
+    up = sub.add_parser("up", help="start every local service as a process and wait until healthy")
+    up.add_argument("--detach", "-d", action="store_true", help="return once healthy instead of waiting for Ctrl-C")
+    up.add_argument("--only", nargs="*", help="start only these services")
+    sub.add_parser("status", help="health of every local service")
+    sub.add_parser("down", help="stop every service started by `up`")
+
+    worker = sub.add_parser("worker", help="the livekit-agents worker (dev | start)")
+    worker.add_argument("mode", choices=["dev", "start"])
+
+    api = sub.add_parser("api", help="the token / room HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=None)
+
+    bench = sub.add_parser("bench", help="latency per stage, end to end, under concurrency, against peers")
+    bench.add_argument("--quick", action="store_true")
+    bench.add_argument("--sessions", type=int, nargs="*", default=None)
+    bench.add_argument("--soak", type=int, default=0, help="turns per session for the memory soak")
+    bench.add_argument("--out", default="bench-out")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "talk":
+        from .talk import main as talk_main
+
+        return talk_main(args)
+    if args.command == "console":
+        from .console import main as console_main
+
+        return console_main(args)
+    if args.command == "exercises":
+        from .exercises import print_registry
+
+        return print_registry()
+    if args.command in ("up", "status", "down"):
+        from . import stack
+
+        return {"up": stack.up, "status": stack.status, "down": stack.down}[args.command](args)
+    if args.command == "worker":
+        from .agent import run_worker
+
+        return run_worker(args.mode)
+    if args.command == "api":
+        from .api import main as api_main
+
+        return api_main(args)
+    if args.command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The one definition of each service: command, environment, port and health URL.
+
+`eloquence up`, `eloquence talk`, the tests and docker-compose.yml all start services from
+these definitions (tests/eloquence/test_compose.py checks that compose runs the same commands).
+This module never imports livekit, so tests and the CLI can use it cheaply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    """Service name, as in docker-compose.yml."""
+    console_script: str
+    """Entry point installed by pyproject.toml (what the container runs)."""
+    module_argv: tuple[str, ...]
+    """The same command as `python -m ...` arguments (what local processes run)."""
+    default_port: int
+    url_env: str | None = None
+    """The environment variable through which clients find this service."""
+    health_path: str = "/health"
+    env: Mapping[str, str] = field(default_factory=dict)
+    startup_timeout_s: float = 120.0
+
+    def argv(self, *, host: str = "127.0.0.1", port: int | None = None, python: str = sys.executable) -> list[str]:
+        return [python, "-m", *self.module_argv, "--host", host, "--port", str(port or self.default_port)]
+
+    def container_command(self) -> list[str]:
+        """The command compose runs: the console script, listening on every interface."""
+        extra = list(self.module_argv[1:])
+        return [self.console_script, *extra, "--host", "0.0.0.0", "--port", str(self.default_port)]
+
+    def url(self, port: int | None = None, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{port or self.default_port}"
+
+
+WHISPER_STT = ServiceDefinition(
+    name="whisper-stt",
+    console_script="eloquence-whisper-stt",
+    module_argv=("whisper_stt",),
+    default_port=8001,
+    url_env="WHISPER_STT_URL",
+)
+AZURE_TTS = ServiceDefinition(
+    name="azure-tts",
+    console_script="eloquence-azure-tts",
+    module_argv=("azure_tts",),
+    default_port=5002,
+    url_env="AZURE_TTS_URL",
+)
+LOCAL_LLM = ServiceDefinition(
+    name="llm",
+    console_script="eloquence-llm",
+    module_argv=("local_llm",),
+    default_port=8004,
+    url_env="LOCAL_LLM_URL",
+)
+API = ServiceDefinition(
+    name="api",
+    console_script="eloquence",
+    module_argv=("eloquence", "api"),
+    default_port=8003,
+    health_path="/api/livekit/health",
+)
+AGENT = ServiceDefinition(
+    name="agent",
+    console_script="eloquence",
+    module_argv=("eloquence", "worker", "start"),
+    default_port=8080,
+    health_path="/",
+)
+
+ALL_SERVICES: dict[str, ServiceDefinition] = {s.name: s for s in (WHISPER_STT, AZURE_TTS, LOCAL_LLM, API, AGENT)}
+
+
+class ServiceStartError(RuntimeError):
+    """A service did not become healthy; the message names the service and its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def check_health(url: str, timeout: float = 1.0) -> tuple[bool, str]:
+    """(healthy, detail) for one health URL; never raises."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200, resp.read(2000).decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return False, f"HTTP {e.code}"
+    except (OSError, ValueError) as e:
+        return False, str(getattr(e, "reason", e))
+
+
+@dataclass
+class ServiceProcess:
+    """One service running as a local process, logging to its own file."""
+
+    definition: ServiceDefinition
+    port: int
+    log_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.definition.url(self.port, self.host)
+
+    @property
+    def health_url(self) -> str:
+        return self.url + self.definition.health_path
+
+    def start(self) -> None:
+        if port_in_use(self.port, self.host):
+            raise ServiceStartError(
+                f"{self.definition.name}: port {self.port} is already in use "
+                f"(another instance running? set a different port)"
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        env = {**os.environ, **self.definition.env, **self.env, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            self.definition.argv(host=self.host, port=self.port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+
+    def wait_healthy(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout or self.definition.startup_timeout_s)
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServiceStartError(
+                    f"{self.definition.name} exited with code {self.process.returncode} during start-up; "
+                    f"see {self.log_path}:\n{self.log_tail()}"
+                )
+            healthy, _ = check_health(self.health_url, timeout=1.0)
+            if healthy:
+                return
+            time.sleep(0.1)
+        raise ServiceStartError(
+            f"{self.definition.name} was not healthy at {self.health_url} after "
+            f"{timeout or self.definition.startup_timeout_s:.0f} s; see {self.log_path}:\n{self.log_tail()}"
+        )
+
+    async def wait_healthy_async(self, timeout: float | None = None) -> None:
+        await asyncio.to_thread(self.wait_healthy, timeout)
+
+    def log_tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+    def kill(self) -> None:
+        """Hard kill (crash simulation)."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)

@@ -1,0 +1,32 @@
+"""One settings object for the application processes (agent worker, API, CLI)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AppSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    whisper_stt_url: str = Field("http://127.0.0.1:8001", validation_alias="WHISPER_STT_URL")
+    whisper_stt_fallback_url: str | None = Field(None, validation_alias="WHISPER_STT_FALLBACK_URL")
+    azure_tts_url: str = Field(
+        "http://127.0.0.1:5002", validation_alias=AliasChoices("AZURE_TTS_URL", "PIPER_TTS_URL")
+    )
+    azure_tts_fallback_url: str | None = Field(None, validation_alias="AZURE_TTS_FALLBACK_URL")
+    mistral_api_key: str | None = Field(None, validation_alias="MISTRAL_API_KEY")
+    mistral_base_url: str | None = Field(None, validation_alias="MISTRAL_BASE_URL")
+    mistral_model: str | None = Field(None, validation_alias="MISTRAL_MODEL")
+    local_llm_url: str = Field("http://127.0.0.1:8004", validation_alias="LOCAL_LLM_URL")
+
+    livekit_url: str = Field("ws://127.0.0.1:7880", validation_alias="LIVEKIT_URL")
+    livekit_api_key: str = Field("devkey", validation_alias="LIVEKIT_API_KEY")
+    livekit_api_secret: str = Field("secret", validation_alias="LIVEKIT_API_SECRET", repr=False)
+    livekit_agent_name: str = Field("eloquence-coach", validation_alias="LIVEKIT_AGENT_NAME")
+    livekit_log_level: str = Field("info", validation_alias="LIVEKIT_LOG_LEVEL")
+
+    api_port: int = Field(8003, validation_alias="API_PORT")
+    agent_health_port: int = Field(8080, validation_alias="AGENT_HEALTH_PORT")
+    language: str = Field("en", validation_alias="ELOQUENCE_LANGUAGE")
+    state_dir: str = Field(".eloquence", validation_alias="ELOQUENCE_STATE_DIR")

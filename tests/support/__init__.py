@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: real speech fixtures and real service subprocesses."""

