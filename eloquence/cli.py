@@ -28,6 +28,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="the livekit-agents worker (dev | start)")
     worker.add_argument("mode", choices=["dev", "start"])
+    worker.add_argument("--host", default="0.0.0.0", help="health endpoint interface")
+    worker.add_argument("--port", type=int, default=None, help="health endpoint port (default AGENT_HEALTH_PORT)")
 
     api = sub.add_parser("api", help="the token / room HTTP API")
     api.add_argument("--host", default="127.0.0.1")
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         from .agent import run_worker
 
-        return run_worker(args.mode)
+        return run_worker(args.mode, host=args.host, port=args.port)
     if args.command == "api":
         from .api import main as api_main
 

@@ -33,6 +33,8 @@ class ServiceDefinition:
     default_port: int
     url_env: str | None = None
     """The environment variable through which clients find this service."""
+    port_env: str | None = None
+    """The environment variable that moves the local process to another port (`eloquence up`)."""
     health_path: str = "/health"
     env: Mapping[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 120.0
@@ -55,6 +57,7 @@ WHISPER_STT = ServiceDefinition(
     module_argv=("whisper_stt",),
     default_port=8001,
     url_env="WHISPER_STT_URL",
+    port_env="WHISPER_STT_PORT",
 )
 AZURE_TTS = ServiceDefinition(
     name="azure-tts",
@@ -62,6 +65,7 @@ AZURE_TTS = ServiceDefinition(
     module_argv=("azure_tts",),
     default_port=5002,
     url_env="AZURE_TTS_URL",
+    port_env="AZURE_TTS_PORT",
 )
 LOCAL_LLM = ServiceDefinition(
     name="llm",
@@ -69,12 +73,14 @@ LOCAL_LLM = ServiceDefinition(
     module_argv=("local_llm",),
     default_port=8004,
     url_env="LOCAL_LLM_URL",
+    port_env="LOCAL_LLM_PORT",
 )
 API = ServiceDefinition(
     name="api",
     console_script="eloquence",
     module_argv=("eloquence", "api"),
     default_port=8003,
+    port_env="API_PORT",
     health_path="/api/livekit/health",
 )
 AGENT = ServiceDefinition(
@@ -82,6 +88,7 @@ AGENT = ServiceDefinition(
     console_script="eloquence",
     module_argv=("eloquence", "worker", "start"),
     default_port=8080,
+    port_env="AGENT_HEALTH_PORT",
     health_path="/",
 )
 

@@ -30,3 +30,22 @@ class AppSettings(BaseSettings):
     agent_health_port: int = Field(8080, validation_alias="AGENT_HEALTH_PORT")
     language: str = Field("en", validation_alias="ELOQUENCE_LANGUAGE")
     state_dir: str = Field(".eloquence", validation_alias="ELOQUENCE_STATE_DIR")
+
+    # --- agent session and worker (eloquence/agent.py) ---
+    min_endpointing_delay: float = Field(0.3, validation_alias="ELOQUENCE_MIN_ENDPOINTING_DELAY")
+    """Seconds of silence after speech before the turn may end (when the turn detector agrees)."""
+    max_endpointing_delay: float = Field(2.0, validation_alias="ELOQUENCE_MAX_ENDPOINTING_DELAY")
+    """Seconds the agent waits when the turn detector says the user is mid-sentence."""
+    turn_detector: str = Field("eot", validation_alias="ELOQUENCE_TURN_DETECTOR")
+    """`eot` (livekit's local audio end-of-turn model on top of the VAD) or `vad` (silence only)."""
+    preemptive_tts: bool = Field(True, validation_alias="ELOQUENCE_PREEMPTIVE_TTS")
+    agent_max_sessions: int = Field(4, validation_alias="AGENT_MAX_SESSIONS")
+    """Concurrent sessions one worker accepts; its load is active sessions / this."""
+    agent_load_threshold: float = Field(1.0, validation_alias="AGENT_LOAD_THRESHOLD")
+
+    # --- token / room API (eloquence/api.py) ---
+    api_token_ttl_s: int = Field(3600, validation_alias="API_TOKEN_TTL_S")
+    api_rate_limit_per_minute: int = Field(20, validation_alias="API_RATE_LIMIT_PER_MINUTE")
+    api_livekit_timeout_s: float = Field(5.0, validation_alias="API_LIVEKIT_TIMEOUT_S")
+    llm_local_fallback: bool = Field(False, validation_alias="ELOQUENCE_LLM_LOCAL_FALLBACK")
+    """With a remote Mistral configured, fall back to the local LLM service when it fails."""

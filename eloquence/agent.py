@@ -1,0 +1,241 @@
+"""The universal coach: one Agent for every exercise, its AgentSession, and the worker.
+
+- `CoachAgent`: instructions and greeting from the exercise registry; greets on entry.
+- `build_session(...)`: Silero VAD + WhisperSTT + MistralLLM + AzureTTS (with their fallback
+  chains) and the turn handling tuned for latency. `eloquence talk` and the worker share it.
+- `entrypoint(ctx)`: the exercise comes from the job (dispatch) or room metadata; the client
+  messages go out on the data channel (topic `eloquence`).
+- `run_worker("dev" | "start")`: `eloquence worker`, registered as LIVEKIT_AGENT_NAME.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from livekit.agents import Agent, AgentSession, JobContext, JobProcess, inference, llm, stt, tts, vad
+from livekit.agents.voice.speech_handle import SpeechHandle
+from livekit.agents.voice.turn import TurnHandlingOptions
+
+from .client_messages import ClientMessages
+from .exercises import Exercise
+from .metadata import SessionMetadata, parse_metadata
+from .settings import AppSettings
+
+if TYPE_CHECKING:
+    from livekit.agents import AgentServer
+
+logger = logging.getLogger("eloquence.agent")
+
+
+class CoachAgent(Agent):
+    """One agent for every exercise: the registry entry supplies persona, greeting and tools."""
+
+    def __init__(self, *, exercise: Exercise, language: str | None = None) -> None:
+        self.exercise = exercise
+        self.language = exercise.resolve_language(language)
+        super().__init__(instructions=exercise.instructions(self.language), tools=list(exercise.tools))
+        self.greeting_handle: SpeechHandle | None = None
+
+    async def on_enter(self) -> None:
+        # the greeting is a fixed sentence: said, not generated, so it costs no LLM call
+        self.greeting_handle = self.session.say(self.exercise.greeting(self.language), allow_interruptions=True)
+
+
+def default_turn_handling(settings: AppSettings) -> TurnHandlingOptions:
+    """Latency-first turn handling (see DESIGN.md, latency budget).
+
+    The VAD ends speech; the whisper-stt stream is flushed at once (manual_flush). The local
+    audio end-of-turn model (`turn-detector-v1-mini`, in process) tells a finished sentence
+    from a mid-sentence pause: a finished one commits after `min_endpointing_delay`, a pause
+    waits up to `max_endpointing_delay`. Preemptive generation (and TTS) start the reply on
+    the final transcript while the commit waits.
+    """
+    detector: Any
+    if settings.turn_detector == "eot":
+        # pinned to the local model: "auto" would pick the cloud one in dev mode
+        detector = inference.TurnDetector(version="v1-mini")
+    elif settings.turn_detector == "vad":
+        detector = "vad"
+    else:
+        raise ValueError(f"ELOQUENCE_TURN_DETECTOR must be 'eot' or 'vad', not {settings.turn_detector!r}")
+    return TurnHandlingOptions(
+        turn_detection=detector,
+        endpointing={
+            "mode": "fixed",
+            "min_delay": settings.min_endpointing_delay,
+            "max_delay": settings.max_endpointing_delay,
+        },
+        preemptive_generation={"enabled": True, "preemptive_tts": settings.preemptive_tts},
+        # "vad": the adaptive interruption model is a cloud service
+        interruption={"enabled": True, "mode": "vad"},
+    )
+
+
+@dataclass
+class Pipeline:
+    """The STT, LLM and TTS one session uses (fallback chains when several are configured)."""
+
+    stt: stt.STT
+    llm: llm.LLM
+    tts: tts.TTS
+
+    async def aclose(self) -> None:
+        for component in (self.stt, self.llm, self.tts):
+            await component.aclose()
+
+
+def llm_endpoints(settings: AppSettings) -> list[Any]:
+    """The Mistral endpoints to try, in order: the configured one (cloud, Scaleway, ...) or the
+    local LLM service; with ELOQUENCE_LLM_LOCAL_FALLBACK, the local service after a remote one."""
+    from providers.endpoints import DEFAULT_LOCAL_MODEL, MistralEndpoint, normalize_server_url, resolve_mistral_endpoint
+
+    local = MistralEndpoint(
+        server_url=normalize_server_url(settings.local_llm_url),
+        api_key=None,
+        model=DEFAULT_LOCAL_MODEL,
+        is_local=True,
+    )
+    if not (settings.mistral_api_key or settings.mistral_base_url):
+        return [local]
+    remote = resolve_mistral_endpoint(
+        api_key=settings.mistral_api_key, base_url=settings.mistral_base_url, model=settings.mistral_model
+    )
+    return [remote, local] if settings.llm_local_fallback and not remote.is_local else [remote]
+
+
+def build_pipeline(
+    settings: AppSettings,
+    exercise: Exercise,
+    *,
+    language: str,
+    llm_endpoint: Any = None,
+) -> Pipeline:
+    """Providers for one session, from the settings (URLs, Mistral endpoint, fallbacks).
+
+    `llm_endpoint` (a `providers.endpoints.MistralEndpoint`) overrides the settings' LLM.
+    """
+    from providers.fallback import build_llm, build_stt, build_tts
+
+    stt_urls = [settings.whisper_stt_url, *filter(None, [settings.whisper_stt_fallback_url])]
+    tts_urls = [settings.azure_tts_url, *filter(None, [settings.azure_tts_fallback_url])]
+    return Pipeline(
+        stt=build_stt(stt_urls, language=language),
+        llm=build_llm([llm_endpoint] if llm_endpoint is not None else llm_endpoints(settings)),
+        tts=build_tts(tts_urls, context=exercise.voice_context, language=language),
+    )
+
+
+def build_session(
+    *,
+    settings: AppSettings,
+    pipeline: Pipeline | None = None,
+    vad_model: vad.VAD | None = None,
+    turn_handling: TurnHandlingOptions | None = None,
+    aec_warmup_duration: float | None = 3.0,
+) -> AgentSession:
+    """The AgentSession shared by the worker, `eloquence talk` and the bench.
+
+    `pipeline=None` builds a text-only session (no STT/TTS), used by the text-mode tests.
+    """
+    kwargs: dict[str, Any] = {}
+    if pipeline is not None:
+        kwargs.update(stt=pipeline.stt, llm=pipeline.llm, tts=pipeline.tts)
+    return AgentSession(
+        vad=vad_model if vad_model is not None else inference.VAD(model="silero"),
+        turn_handling=turn_handling if turn_handling is not None else default_turn_handling(settings),
+        aec_warmup_duration=aec_warmup_duration,
+        user_away_timeout=None,
+        **kwargs,
+    )
+
+
+# --- the worker ----------------------------------------------------------------------------
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Runs once per job process before any job: load the VAD and the end-of-turn model."""
+    proc.userdata["vad"] = inference.VAD(model="silero")
+    proc.userdata["settings"] = AppSettings()
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    settings: AppSettings = ctx.proc.userdata.get("settings") or AppSettings()
+    await ctx.connect()
+    meta: SessionMetadata = parse_metadata(
+        ("job", ctx.job.metadata), ("room", ctx.room.metadata), default_language=settings.language
+    )
+    logger.info(
+        "session for exercise %s (%s), user %s, room %s",
+        meta.exercise.name,
+        meta.language,
+        meta.user_id,
+        ctx.room.name,
+        extra={"warnings": list(meta.warnings)},
+    )
+    pipeline = build_pipeline(settings, meta.exercise, language=meta.language)
+    session = build_session(settings=settings, pipeline=pipeline, vad_model=ctx.proc.userdata.get("vad"))
+    messages = ClientMessages(room=ctx.room)
+    messages.attach(session)
+
+    async def cleanup() -> None:
+        await messages.aclose()
+        await pipeline.aclose()
+
+    ctx.add_shutdown_callback(cleanup)
+    await session.start(agent=CoachAgent(exercise=meta.exercise, language=meta.language), room=ctx.room)
+
+
+class _SessionCountLoad:
+    """Worker load = active sessions / AGENT_MAX_SESSIONS.
+
+    The framework's default load is the whole machine's CPU, which on an all-in-one box is
+    mostly the sidecars' inference: the worker would report itself full and refuse jobs while
+    it has nothing to do. Counting our own sessions keeps it accepting up to its real capacity.
+    """
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max(1, max_sessions)
+
+    def __call__(self, server: AgentServer) -> float:
+        return min(1.0, len(server.active_jobs) / self.max_sessions)
+
+
+def build_server(settings: AppSettings, *, host: str = "0.0.0.0", port: int | None = None) -> AgentServer:
+    from livekit.agents import AgentServer
+
+    server = AgentServer(
+        load_threshold=settings.agent_load_threshold,
+        load_fnc=_SessionCountLoad(settings.agent_max_sessions),
+        # two cores: one warm job process is enough, more only cost memory
+        num_idle_processes=1,
+        host=host,
+        port=port if port is not None else settings.agent_health_port,
+        ws_url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret,
+        setup_fnc=prewarm,
+    )
+    server.rtc_session(entrypoint, agent_name=settings.livekit_agent_name)
+    return server
+
+
+def run_worker(mode: str, *, host: str = "0.0.0.0", port: int | None = None) -> int:
+    """`eloquence worker dev|start`: the framework's worker loop (health on AGENT_HEALTH_PORT)."""
+    from livekit.agents.cli import proto
+    from livekit.agents.cli.cli import _run_worker  # what `python -m livekit.agents start` runs
+
+    if mode not in ("dev", "start"):
+        raise ValueError(f"mode must be dev or start, not {mode!r}")
+    settings = AppSettings()
+    server = build_server(settings, host=host, port=port)
+    _run_worker(
+        server,
+        proto.CliArgs(
+            log_level=settings.livekit_log_level.upper(),
+            log_format="colored" if mode == "dev" else "json",
+            dev=mode == "dev",
+        ),
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""eloquence bench (placeholder during development)."""

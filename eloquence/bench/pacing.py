@@ -1,0 +1,152 @@
+"""Real-time audio delivery and the clock every measurement shares (t0).
+
+This module imports only the standard library and numpy: the peer harnesses run it from
+their own virtual environment (`peers.py` puts this directory on their `sys.path`), so ours
+and theirs start the clock with the same code.
+
+t0 is the moment the last input sample above -40 dBFS has been delivered at real-time pace.
+A frame is delivered only once the time it covers has elapsed since the stream started, as a
+microphone would deliver it, so t0 is the send time of the frame holding that sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LOUD_DBFS = -40.0
+"""A sample louder than this counts as speech for t0 and t1."""
+FRAME_MS = 20
+PACING_TOLERANCE_S = 0.001
+"""Scheduling slack allowed before a frame counts as delivered early."""
+
+
+def loud_threshold() -> float:
+    return float(10 ** (LOUD_DBFS / 20))
+
+
+def last_loud_sample(samples: np.ndarray) -> int:
+    """Index of the last sample above -40 dBFS (-1 when there is none)."""
+    loud = np.flatnonzero(np.abs(samples) > loud_threshold())
+    return int(loud[-1]) if loud.size else -1
+
+
+def first_loud_sample(samples: np.ndarray) -> int:
+    loud = np.flatnonzero(np.abs(samples) > loud_threshold())
+    return int(loud[0]) if loud.size else -1
+
+
+def is_loud_pcm16(pcm: bytes) -> bool:
+    """True when a 16-bit PCM chunk holds a sample above -40 dBFS (a non-silent reply frame)."""
+    if len(pcm) < 2:
+        return False
+    ints = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2")
+    return bool(np.any(np.abs(ints.astype(np.int32)) > loud_threshold() * 32768))
+
+
+def float_to_pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1.0, 32767 / 32768) * 32768.0).astype("<i2").tobytes()
+
+
+class PacingError(AssertionError):
+    """Audio reached the system under test faster than real time."""
+
+
+@dataclass
+class PacedStream:
+    """Delivers one utterance frame by frame in real time, then silence until stopped.
+
+    `frames()` yields 16-bit PCM frames; the consumer sends each at once. The stream records
+    when each frame was released, `t0` (see the module docstring) and `t_speech_start`.
+    """
+
+    samples: np.ndarray
+    sample_rate: int = 16000
+    frame_ms: int = FRAME_MS
+    trailing_silence_s: float = 6.0
+    t_start: float = 0.0
+    t0: float | None = None
+    t_speech_start: float | None = None
+    released: list[float] = field(default_factory=list)
+    _stopped: bool = False
+
+    @property
+    def frame_samples(self) -> int:
+        return self.sample_rate * self.frame_ms // 1000
+
+    @property
+    def speech_end_frame(self) -> int:
+        last = last_loud_sample(self.samples)
+        return last // self.frame_samples if last >= 0 else -1
+
+    def stop(self) -> None:
+        """No more trailing silence (the reply came, or the harness gave up)."""
+        self._stopped = True
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        n = self.frame_samples
+        padded = np.concatenate([self.samples, np.zeros(int(self.trailing_silence_s * self.sample_rate), np.float32)])
+        total = (padded.size + n - 1) // n
+        end_frame = self.speech_end_frame
+        first = first_loud_sample(self.samples)
+        start_frame = first // n if first >= 0 else -1
+        self.t_start = time.perf_counter()
+        for k in range(total):
+            if self._stopped:
+                return
+            due = self.t_start + (k + 1) * n / self.sample_rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.perf_counter()
+            self.released.append(now)
+            if k == start_frame:
+                self.t_speech_start = now
+            if k == end_frame:
+                self.t0 = now
+            yield float_to_pcm16(padded[k * n : (k + 1) * n])
+
+    def assert_real_time(self) -> None:
+        step = self.frame_samples / self.sample_rate
+        for k, t in enumerate(self.released):
+            audio_end = self.t_start + (k + 1) * step
+            if t < audio_end - PACING_TOLERANCE_S:
+                raise PacingError(
+                    f"frame {k} was delivered {1000 * (audio_end - t):.1f} ms before its audio had elapsed"
+                )
+
+    def lead_ms(self) -> float:
+        """The largest amount by which a frame beat real time, in ms (negative: always behind)."""
+        if not self.released:
+            return 0.0
+        step = self.frame_samples / self.sample_rate
+        return 1000 * max(self.t_start + (k + 1) * step - t for k, t in enumerate(self.released))
+
+
+@dataclass
+class SilenceEndpointer:
+    """The bench client's own end-of-speech detector for sidecar-level and peer runs.
+
+    Every system compared at that level gets the same endpoint: `silence_ms` of audio at or
+    below -40 dBFS after speech. The real stack uses its own VAD instead (measured in `turns`).
+    """
+
+    silence_ms: int = 250
+    sample_rate: int = 16000
+    _speech_seen: bool = False
+    _quiet_samples: int = 0
+
+    def push(self, pcm: bytes) -> bool:
+        """Feed one frame; True once the end of speech is declared."""
+        if is_loud_pcm16(pcm):
+            self._speech_seen = True
+            self._quiet_samples = 0
+            return False
+        if not self._speech_seen:
+            return False
+        self._quiet_samples += len(pcm) // 2
+        return self._quiet_samples * 1000 >= self.silence_ms * self.sample_rate

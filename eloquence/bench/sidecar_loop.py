@@ -1,0 +1,214 @@
+"""One turn straight through the sidecars' wire protocols (API.md), without an AgentSession.
+
+This is the level at which our sidecars meet the peers (the same client, pacing and endpoint
+for both) and at which the concurrency mode loads the services:
+
+    paced audio ─WS /v1/stream─▶ whisper-stt   (flush after the bench's SilenceEndpointer)
+    final text ─mistralai SDK──▶ local LLM     (streamed; first complete sentence)
+    sentence  ─WS /v1/stream─▶  azure-tts      (first non-silent PCM frame)
+
+Every time is measured from t0 (pacing.py) with one clock, `time.perf_counter()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from .corpus import Utterance
+from .pacing import PacedStream, SilenceEndpointer, is_loud_pcm16
+from .raw_engines import LLMTiming
+
+SYSTEM_PROMPT = (
+    "You are Eloquence, a friendly public-speaking coach. Answer in two or three short sentences."
+)
+TURN_TIMEOUT_S = 60.0
+
+
+class SidecarError(RuntimeError):
+    """A sidecar answered with an error event or status; the message carries its code."""
+
+
+def llm_messages(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
+
+
+@dataclass
+class STTResult:
+    text: str
+    t_final: float
+    t_flush: float
+    stream: PacedStream
+
+
+def ws_url(base: str, path: str) -> str:
+    return base.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + path
+
+
+async def stream_stt(
+    session: aiohttp.ClientSession,
+    whisper_url: str,
+    utterance: Utterance,
+    *,
+    endpoint_silence_ms: int,
+    language: str = "en",
+) -> STTResult:
+    """Stream one utterance in real time, flush at the bench's endpoint, wait for the final."""
+    stream = PacedStream(utterance.samples)
+    endpointer = SilenceEndpointer(silence_ms=endpoint_silence_ms)
+    url = ws_url(whisper_url, f"/v1/stream?sample_rate=16000&language={language}")
+    finals: list[tuple[float, str]] = []
+    t_flush: float | None = None
+    flush_final = asyncio.Event()
+
+    async with session.ws_connect(url, heartbeat=None, timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws:
+
+        async def receive() -> None:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                event = json.loads(msg.data)
+                kind = event.get("type")
+                if kind == "error":
+                    raise SidecarError(f"whisper-stt: {event.get('code')}: {event.get('message')}")
+                if kind == "final":
+                    finals.append((time.perf_counter(), str(event.get("text", "")).strip()))
+                    if t_flush is not None:
+                        flush_final.set()
+                        return
+            raise SidecarError(f"whisper-stt closed the stream ({ws.close_code}) before the final")
+
+        receiver = asyncio.create_task(receive())
+        try:
+            async for frame in stream.frames():
+                if receiver.done():
+                    break
+                await ws.send_bytes(frame)
+                if t_flush is None and endpointer.push(frame):
+                    await ws.send_str(json.dumps({"type": "flush"}))
+                    t_flush = time.perf_counter()
+                    stream.stop()
+            await asyncio.wait_for(receiver, TURN_TIMEOUT_S)
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await receiver
+    stream.assert_real_time()
+    spoken = [(t, text) for t, text in finals if text]
+    if t_flush is None or stream.t0 is None:
+        raise SidecarError("the utterance never reached its endpoint")
+    # the sidecar may finalize on its own before the flush; the first non-empty final counts
+    t_final = spoken[0][0] if spoken else finals[-1][0]
+    return STTResult(text=" ".join(text for _, text in spoken), t_final=t_final, t_flush=t_flush, stream=stream)
+
+
+async def tts_first_audio(
+    session: aiohttp.ClientSession, tts_url: str, text: str, *, sample_rate: int = 24000
+) -> float:
+    """perf_counter time of the first non-silent PCM frame for `text` over WS /v1/stream."""
+    async with session.ws_connect(ws_url(tts_url, "/v1/stream"), heartbeat=None) as ws:
+        await ws.send_str(json.dumps({"type": "config", "sample_rate": sample_rate}))
+        await ws.send_str(json.dumps({"type": "text", "text": text}))
+        await ws.send_str(json.dumps({"type": "flush"}))
+        first: float | None = None
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                if first is None and is_loud_pcm16(msg.data):
+                    first = time.perf_counter()
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                event = json.loads(msg.data)
+                if event.get("type") == "error":
+                    raise SidecarError(f"azure-tts: {event.get('code')}: {event.get('message')}")
+                if event.get("type") == "segment_end":
+                    break
+            else:
+                break
+    if first is None:
+        raise SidecarError("azure-tts sent no audible audio")
+    return first
+
+
+async def tts_http_first_audio(
+    session: aiohttp.ClientSession, tts_url: str, text: str, *, sample_rate: int = 24000
+) -> float:
+    """perf_counter time of the first non-silent bytes of POST /v1/synthesize."""
+    body = {"text": text, "sample_rate": sample_rate, "format": "pcm"}
+    async with session.post(tts_url.rstrip("/") + "/v1/synthesize", json=body) as resp:
+        if resp.status != 200:
+            raise SidecarError(f"azure-tts: HTTP {resp.status}: {(await resp.text())[:200]}")
+        first: float | None = None
+        pending = b""
+        async for chunk in resp.content.iter_any():
+            pending += chunk
+            if first is None and is_loud_pcm16(pending):
+                first = time.perf_counter()
+    if first is None:
+        raise SidecarError("azure-tts sent no audible audio")
+    return first
+
+
+@dataclass
+class LoopTurn:
+    """The stages of one sidecar-level turn, in ms (see `STAGES`)."""
+
+    utterance_id: str
+    stages: dict[str, float] = field(default_factory=dict)
+    transcript: str = ""
+    reply: str = ""
+    error: str | None = None
+    pacing_lead_ms: float = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {"utterance_id": self.utterance_id, "stages": {k: round(v, 2) for k, v in self.stages.items()},
+                "transcript": self.transcript, "reply": self.reply, "error": self.error,
+                "pacing_lead_ms": round(self.pacing_lead_ms, 2)}
+
+
+LOOP_STAGES = ("stt_final", "stt_flush_to_final", "llm_ttft", "llm_first_sentence", "tts_first_audio", "e2e")
+
+
+async def sidecar_turn(
+    session: aiohttp.ClientSession,
+    utterance: Utterance,
+    *,
+    urls: dict[str, str],
+    llm: Any,
+    endpoint_silence_ms: int,
+    tts_sample_rate: int = 24000,
+) -> LoopTurn:
+    """Audio in, first reply audio out, straight through the three sidecars."""
+    turn = LoopTurn(utterance_id=utterance.id)
+    stt = await stream_stt(session, urls["whisper-stt"], utterance, endpoint_silence_ms=endpoint_silence_ms)
+    t0 = stt.stream.t0
+    assert t0 is not None
+    turn.transcript = stt.text
+    turn.pacing_lead_ms = stt.stream.lead_ms()
+    first: asyncio.Future[LLMTiming] = asyncio.get_running_loop().create_future()
+    # the reply streams to its end in the background, as in the agent; only its first sentence
+    # is on the path to the first audio
+    reply_task = asyncio.create_task(llm.stream(llm_messages(stt.text or utterance.text), on_first_sentence=first))
+    try:
+        await asyncio.wait({first, reply_task}, return_when=asyncio.FIRST_COMPLETED)
+        if not first.done():
+            await reply_task  # raises the LLM's error
+        timing = first.result()
+        t_audio = await tts_first_audio(session, urls["azure-tts"], timing.first_sentence, sample_rate=tts_sample_rate)
+        full = await reply_task
+    finally:
+        reply_task.cancel()
+    turn.reply = full.text.strip()
+    turn.stages = {
+        "stt_final": (stt.t_final - t0) * 1000,
+        "stt_flush_to_final": max(0.0, (stt.t_final - stt.t_flush) * 1000),
+        "llm_ttft": timing.ttft_ms,
+        "llm_first_sentence": timing.first_sentence_ms,
+        "tts_first_audio": (t_audio - timing.t_first_sentence) * 1000,
+        "e2e": (t_audio - t0) * 1000,
+    }
+    return turn

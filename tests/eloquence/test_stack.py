@@ -1,0 +1,241 @@
+"""`eloquence up / status / down` as a user runs them: real CLI subprocesses, real services on loopback.
+
+Each test gets its own state dir and free ports (`*_PORT`), and runs from a temp directory so no
+stray `.env` applies. LIVEKIT_URL points at a closed port, so `up` skips the agent worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eloquence.services import check_health, free_port, port_in_use
+from eloquence.stack import group_members
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "samples" / "question.wav"
+SIDECARS = ("whisper-stt", "azure-tts", "llm")
+UP_TIMEOUT_S = 240
+
+pytestmark = pytest.mark.slow
+
+
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRAL_", "AZURE_SPEECH_"))}
+    env.update(
+        {
+            "ELOQUENCE_STATE_DIR": str(tmp_path / "state"),
+            "WHISPER_STT_PORT": str(free_port()),
+            "AZURE_TTS_PORT": str(free_port()),
+            "LOCAL_LLM_PORT": str(free_port()),
+            "API_PORT": str(free_port()),
+            "AGENT_HEALTH_PORT": str(free_port()),
+            "LIVEKIT_URL": f"ws://127.0.0.1:{free_port()}",  # nothing listens: no agent worker
+            "COLUMNS": "250",  # rich tables on one line each
+            "LLM_THREADS": "1",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return env
+
+
+def eloquence(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "eloquence", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def read_state(env: dict[str, str]) -> dict[str, Any]:
+    return json.loads((Path(env["ELOQUENCE_STATE_DIR"]) / "stack.json").read_text())
+
+
+def status_rows(stdout: str) -> dict[str, str]:
+    """service → state cell of `eloquence status`'s table."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.split("│")]
+        if len(cells) > 3 and cells[1] in (*SIDECARS, "api", "agent"):
+            rows[cells[1]] = cells[2]
+    return rows
+
+
+def recorded_groups(env: dict[str, str]) -> list[int]:
+    state_file = Path(env["ELOQUENCE_STATE_DIR"]) / "stack.json"
+    if not state_file.exists():
+        return []
+    return [
+        int(rec["pid"]) for rec in json.loads(state_file.read_text())["services"].values() if rec.get("pid")
+    ]
+
+
+def assert_no_process_left(groups: list[int], ports: list[int], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(group_members(g) for g in groups):
+        time.sleep(0.2)
+    assert {g: group_members(g) for g in groups if group_members(g)} == {}
+    assert [p for p in ports if port_in_use(p)] == []
+
+
+def hard_stop(groups: list[int]) -> None:
+    """Test clean-up when an assertion failed before `down`."""
+    for group in groups:
+        if group_members(group):
+            os.killpg(group, signal.SIGKILL)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = stack_env(tmp_path)
+    try:
+        yield env
+    finally:
+        groups = recorded_groups(env)
+        eloquence("down", env=env, cwd=tmp_path)
+        hard_stop(groups)
+
+
+def test_up_detach_status_kill_and_down(stack: dict[str, str], tmp_path: Path) -> None:
+    env = stack
+    ports = [int(env[k]) for k in ("WHISPER_STT_PORT", "AZURE_TTS_PORT", "LOCAL_LLM_PORT", "API_PORT")]
+
+    up = eloquence("up", "--detach", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "agent: skipped" in up.stdout and "LiveKit is not reachable" in up.stdout
+
+    state = read_state(env)
+    assert list(state["services"]) == [*SIDECARS, "api"]
+    log_dir = Path(env["ELOQUENCE_STATE_DIR"]) / "logs"
+    for name, rec in state["services"].items():
+        assert rec["url"] == f"http://127.0.0.1:{rec['port']}"
+        assert rec["port"] in ports
+        assert check_health(rec["health_url"])[0], name
+        assert Path(rec["log"]) == log_dir / f"{name}.log" and Path(rec["log"]).stat().st_size > 0
+
+    # A second `up` refuses rather than fighting over the ports.
+    again = eloquence("up", "--detach", env=env, cwd=tmp_path)
+    assert again.returncode == 1 and "still running" in again.stdout
+
+    status = eloquence("status", env=env, cwd=tmp_path)
+    assert status.returncode == 0, status.stdout
+    assert status_rows(status.stdout) == {n: "healthy" for n in (*SIDECARS, "api")}
+
+    # `talk` finds the running stack through the same settings and starts nothing.
+    talk = eloquence(
+        "talk",
+        str(SAMPLE),
+        "-o",
+        str(tmp_path / "reply.wav"),
+        "--json",
+        "--no-start",
+        env=env,
+        cwd=tmp_path,
+        timeout=180,
+    )
+    assert talk.returncode == 0, talk.stdout + talk.stderr
+    report = json.loads(talk.stdout)
+    assert report["transcript"] and report["reply"]
+    assert (tmp_path / "reply.wav").stat().st_size > 0
+
+    # Kill whisper-stt: `status` and the API's health both say so; the others stay healthy.
+    whisper_pid = state["services"]["whisper-stt"]["pid"]
+    os.killpg(whisper_pid, signal.SIGKILL)
+    assert_no_process_left([whisper_pid], [int(env["WHISPER_STT_PORT"])])
+    status = eloquence("status", env=env, cwd=tmp_path)
+    assert status.returncode == 1
+    rows = status_rows(status.stdout)
+    assert rows["whisper-stt"].startswith("down")
+    assert all(rows[n] == "healthy" for n in ("azure-tts", "llm", "api"))
+    api_health = json.loads(check_health(state["services"]["api"]["health_url"])[1])
+    assert api_health["status"] == "degraded"
+    assert "whisper-stt" in json.dumps(api_health)
+
+    groups = recorded_groups(env)
+    down = eloquence("down", env=env, cwd=tmp_path)
+    assert down.returncode == 0, down.stdout
+    assert "whisper-stt: was not running" in down.stdout
+    assert_no_process_left(groups, ports)
+    assert not (Path(env["ELOQUENCE_STATE_DIR"]) / "stack.json").exists()
+    status = eloquence("status", env=env, cwd=tmp_path)
+    assert "No stack recorded" in status.stdout and status.returncode == 1
+
+
+def test_port_in_use_names_the_service_and_its_log(stack: dict[str, str], tmp_path: Path) -> None:
+    env = stack
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        env["WHISPER_STT_PORT"] = str(squatter.getsockname()[1])
+        up = eloquence("up", "--detach", env=env, cwd=tmp_path)
+    assert up.returncode == 1
+    assert f"whisper-stt: port {env['WHISPER_STT_PORT']} is already in use" in up.stdout
+    assert (
+        "WHISPER_STT_PORT" in up.stdout
+        and str(Path(env["ELOQUENCE_STATE_DIR"]) / "logs" / "whisper-stt.log") in up.stdout
+    )
+    # Nothing was started for the others either.
+    assert not (Path(env["ELOQUENCE_STATE_DIR"]) / "stack.json").exists()
+
+
+def test_a_service_that_fails_to_start_is_named_with_its_log(stack: dict[str, str], tmp_path: Path) -> None:
+    env = {**stack, "LLM_MODEL_PATH": str(tmp_path / "missing.gguf")}
+    up = eloquence("up", "--detach", "--only", "llm", "api", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S)
+    assert up.returncode == 1
+    log = Path(env["ELOQUENCE_STATE_DIR"]) / "logs" / "llm.log"
+    assert "llm exited with code" in up.stdout and str(log) in up.stdout
+    assert "missing.gguf" in log.read_text()
+    # The API was never started (second wave), and nothing is left behind.
+    assert not (Path(env["ELOQUENCE_STATE_DIR"]) / "logs" / "api.log").exists()
+    assert not (Path(env["ELOQUENCE_STATE_DIR"]) / "stack.json").exists()
+    assert not port_in_use(int(env["LOCAL_LLM_PORT"]))
+
+
+@pytest.mark.parametrize("stop_with", ["ctrl-c", "down"])
+def test_foreground_up_stops_everything(stack: dict[str, str], tmp_path: Path, stop_with: str) -> None:
+    env = stack
+    state_file = Path(env["ELOQUENCE_STATE_DIR"]) / "stack.json"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "eloquence", "up", "--only", "llm"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + UP_TIMEOUT_S
+        while time.monotonic() < deadline and up.poll() is None:
+            if state_file.exists() and read_state(env).get("supervisor_pid") == up.pid:
+                break
+            time.sleep(0.2)
+        assert up.poll() is None, up.stdout.read() if up.stdout else ""
+        groups = recorded_groups(env)
+        assert check_health(read_state(env)["services"]["llm"]["health_url"])[0]
+        if stop_with == "ctrl-c":
+            up.send_signal(signal.SIGINT)
+        else:
+            assert eloquence("down", env=env, cwd=tmp_path).returncode == 0
+        assert up.wait(30) == 0
+        assert_no_process_left(groups, [int(env["LOCAL_LLM_PORT"])])
+        assert not state_file.exists()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()

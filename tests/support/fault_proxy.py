@@ -1,0 +1,120 @@
+"""A loopback proxy in front of a real sidecar that injects the failures a network or an overloaded
+sidecar produces: HTTP 503 before the first byte, a websocket `overloaded` error with close 1013,
+and a rewritten header. Everything else is forwarded to the real service unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from eloquence.services import free_port
+
+_HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
+
+
+@dataclass
+class Faults:
+    http_503: int = 0
+    """Answer this many HTTP requests with 503 + the sidecars' error body before proxying."""
+    ws_overloaded: int = 0
+    """Answer this many websocket sessions with an `overloaded` error and close 1013."""
+    response_headers: dict[str, str] = field(default_factory=dict)
+    """Headers to overwrite on proxied HTTP responses."""
+    http_requests: int = 0
+    ws_sessions: int = 0
+    client_messages: list[str | dict[str, object]] = field(default_factory=list)
+    """Every websocket text message and HTTP JSON body the client sent (decoded), in order."""
+
+
+@dataclass
+class FaultProxy:
+    upstream: str
+    faults: Faults
+    url: str
+
+
+@contextlib.asynccontextmanager
+async def fault_proxy(upstream: str, faults: Faults | None = None) -> AsyncIterator[FaultProxy]:
+    faults = faults or Faults()
+    upstream = upstream.rstrip("/")
+    session = aiohttp.ClientSession()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await _proxy_ws(request)
+        faults.http_requests += 1
+        if faults.http_503 > 0:
+            faults.http_503 -= 1
+            return web.json_response(
+                {"error": {"code": "unavailable", "message": "injected by fault_proxy"}}, status=503
+            )
+        body = await request.read()
+        with contextlib.suppress(ValueError):
+            faults.client_messages.append(json.loads(body))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS | {"host"}}
+        async with session.request(request.method, upstream + request.path_qs, data=body, headers=headers) as up:
+            resp = web.StreamResponse(status=up.status)
+            for k, v in up.headers.items():
+                if k.lower() not in _HOP_HEADERS:
+                    resp.headers[k] = v
+            resp.headers.update(faults.response_headers)
+            await resp.prepare(request)
+            async for chunk in up.content.iter_any():
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+
+    async def _proxy_ws(request: web.Request) -> web.WebSocketResponse:
+        faults.ws_sessions += 1
+        client = web.WebSocketResponse()
+        await client.prepare(request)
+        if faults.ws_overloaded > 0:
+            faults.ws_overloaded -= 1
+            await client.send_json({"type": "error", "code": "overloaded", "message": "injected by fault_proxy"})
+            await client.close(code=1013)
+            return client
+        ws_url = "ws" + upstream[len("http") :] + request.path_qs
+        async with session.ws_connect(ws_url) as up:
+
+            async def client_to_up() -> None:
+                async for msg in client:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        faults.client_messages.append(json.loads(msg.data))
+                        await up.send_str(msg.data)
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        await up.send_bytes(msg.data)
+                await up.close()
+
+            async def up_to_client() -> None:
+                async for msg in up:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        await client.send_str(msg.data)
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        await client.send_bytes(msg.data)
+                await client.close(code=up.close_code or 1000)
+
+            tasks = [asyncio.create_task(client_to_up()), asyncio.create_task(up_to_client())]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return client
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield FaultProxy(upstream=upstream, faults=faults, url=f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+        await session.close()
