@@ -120,10 +120,23 @@ def build_pipeline(
 
     stt_urls = [settings.whisper_stt_url, *filter(None, [settings.whisper_stt_fallback_url])]
     tts_urls = [settings.azure_tts_url, *filter(None, [settings.azure_tts_fallback_url])]
+    endpoints = [llm_endpoint] if llm_endpoint is not None else llm_endpoints(settings)
     return Pipeline(
         stt=build_stt(stt_urls, language=language),
-        llm=build_llm([llm_endpoint] if llm_endpoint is not None else llm_endpoints(settings)),
+        llm=(
+            _mistral_llm(endpoints[0], max_tokens=settings.llm_max_tokens)
+            if len(endpoints) == 1
+            else build_llm(endpoints, max_tokens=settings.llm_max_tokens)
+        ),
         tts=build_tts(tts_urls, context=exercise.voice_context, language=language),
+    )
+
+
+def _mistral_llm(endpoint: Any, *, max_tokens: int | None) -> llm.LLM:
+    from providers.llm import MistralLLM
+
+    return MistralLLM(
+        model=endpoint.model, api_key=endpoint.api_key, base_url=endpoint.server_url, max_tokens=max_tokens
     )
 
 
@@ -131,17 +144,21 @@ def build_session(
     *,
     settings: AppSettings,
     pipeline: Pipeline | None = None,
+    llm_model: llm.LLM | None = None,
     vad_model: vad.VAD | None = None,
     turn_handling: TurnHandlingOptions | None = None,
     aec_warmup_duration: float | None = 3.0,
 ) -> AgentSession:
     """The AgentSession shared by the worker, `eloquence talk` and the bench.
 
-    `pipeline=None` builds a text-only session (no STT/TTS), used by the text-mode tests.
+    Without a `pipeline` it is a text-only session (no STT/TTS; `llm_model` answers, if given),
+    which is what the text-mode tests run.
     """
     kwargs: dict[str, Any] = {}
     if pipeline is not None:
         kwargs.update(stt=pipeline.stt, llm=pipeline.llm, tts=pipeline.tts)
+    elif llm_model is not None:
+        kwargs.update(llm=llm_model)
     return AgentSession(
         vad=vad_model if vad_model is not None else inference.VAD(model="silero"),
         turn_handling=turn_handling if turn_handling is not None else default_turn_handling(settings),

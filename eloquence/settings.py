@@ -32,7 +32,7 @@ class AppSettings(BaseSettings):
     state_dir: str = Field(".eloquence", validation_alias="ELOQUENCE_STATE_DIR")
 
     # --- agent session and worker (eloquence/agent.py) ---
-    min_endpointing_delay: float = Field(0.3, validation_alias="ELOQUENCE_MIN_ENDPOINTING_DELAY")
+    min_endpointing_delay: float = Field(0.9, validation_alias="ELOQUENCE_MIN_ENDPOINTING_DELAY")
     """Seconds of silence after speech before the turn may end (when the turn detector agrees)."""
     max_endpointing_delay: float = Field(2.0, validation_alias="ELOQUENCE_MAX_ENDPOINTING_DELAY")
     """Seconds the agent waits when the turn detector says the user is mid-sentence."""
@@ -49,3 +49,5 @@ class AppSettings(BaseSettings):
     api_livekit_timeout_s: float = Field(5.0, validation_alias="API_LIVEKIT_TIMEOUT_S")
     llm_local_fallback: bool = Field(False, validation_alias="ELOQUENCE_LLM_LOCAL_FALLBACK")
     """With a remote Mistral configured, fall back to the local LLM service when it fails."""
+    llm_max_tokens: int | None = Field(120, validation_alias="ELOQUENCE_LLM_MAX_TOKENS")
+    """Cap on a spoken reply's tokens: a few sentences, and less generation competing for the CPU."""

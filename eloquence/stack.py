@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from rich.console import Console
@@ -186,14 +186,6 @@ class _Pending:
     deadline: float
 
 
-def _log_tail(path: Path | None, lines: int = 15) -> str:
-    if path is None:
-        return ""
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
 def wait_until_healthy(
     items: Sequence[tuple[ServiceTarget, ServiceProcess | None]],
     *,
@@ -215,13 +207,12 @@ def wait_until_healthy(
         while pending:
             for item in list(pending):
                 name, proc = item.target.name, item.process
-                log = proc.log_path if proc is not None else None
-                where = f"; see {log}" if log is not None else ""
+                where = f"; see {proc.log_path}:\n" if proc is not None else ""
                 if proc is not None and proc.process is not None and proc.process.poll() is not None:
                     progress.update(tasks[name], description=f"[red]{name}: exited")
                     raise ServiceStartError(
-                        f"{name} exited with code {proc.process.returncode} during start-up{where}\n"
-                        + _log_tail(log)
+                        f"{name} exited with code {proc.process.returncode} during start-up{where}"
+                        + proc.log_tail()
                     )
                 healthy, detail = check_health(item.target.health_url, timeout=1.0)
                 if healthy:
@@ -232,8 +223,8 @@ def wait_until_healthy(
                 elif time.monotonic() > item.deadline:
                     progress.update(tasks[name], description=f"[red]{name}: not healthy")
                     raise ServiceStartError(
-                        f"{name} was not healthy at {item.target.health_url} in time ({detail}){where}\n"
-                        + _log_tail(log)
+                        f"{name} was not healthy at {item.target.health_url} in time ({detail}){where}"
+                        + (proc.log_tail() if proc is not None else "")
                     )
             if pending:
                 time.sleep(0.2)
@@ -334,17 +325,30 @@ def group_members(pgid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             stat = _proc_stat(int(entry.name))
-            if stat and stat[1] == pgid and stat[0] != "Z":
+            if stat and stat[1] == pgid and (stat[0] != "Z" or _threads_alive(int(entry.name))):
                 members.append(int(entry.name))
     return members
 
 
-def _is_ours(pid: int, start_time: str | None) -> bool:
-    """The pid still is the process we started (not a reused pid)."""
-    stat = _proc_stat(pid)
-    if stat is None:
-        return bool(group_members(pid))  # leader gone, its children left in the group
-    return start_time is None or stat[2] == start_time
+def _threads_alive(pid: int) -> bool:
+    """A killed multi-threaded process shows its leader as a zombie while the other threads (and
+    its sockets) are still going away: it is gone only when every thread is."""
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                raw = (task / "stat").read_text()
+                if raw[raw.rindex(")") + 2] != "Z":
+                    return True
+    return False
+
+
+def _group_is_ours(pgid: int, start_time: str | None) -> bool:
+    """Something still runs in the group we started (and the pid was not reused by another leader)."""
+    if not group_members(pgid):
+        return False  # everything exited (a dead leader may linger as a zombie until reaped)
+    stat = _proc_stat(pgid)
+    # Leader gone but its children left in the group, or the leader itself, started when recorded.
+    return stat is None or stat[0] == "Z" or start_time is None or stat[2] == start_time
 
 
 def process_running(pid: int, start_time: str | None) -> bool:
@@ -361,8 +365,11 @@ def process_running(pid: int, start_time: str | None) -> bool:
 
 
 def stop_group(pid: int, start_time: str | None, timeout: float = _STOP_TIMEOUT_S) -> bool:
-    """SIGTERM the service's process group, SIGKILL what is left after `timeout`. True when it was ours."""
-    if not _is_ours(pid, start_time):
+    """SIGTERM the service's process group, SIGKILL what is left after `timeout`.
+
+    False when nothing of it was running any more.
+    """
+    if not _group_is_ours(pid, start_time):
         return False
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -529,7 +536,20 @@ def _print_summary(
     console.print(table)
 
 
+def _supervise(procs: Mapping[str, ServiceProcess], console: Console) -> NoReturn:
+    """Wait for Ctrl-C or `down`, saying once when a service dies (`status` shows it as down)."""
+    reported: set[str] = set()
+    while True:
+        time.sleep(1.0)
+        for name, proc in procs.items():
+            if name not in reported and proc.process is not None and proc.process.poll() is not None:
+                reported.add(name)
+                console.print(f"[red]{name} exited with code {proc.process.returncode}; see {proc.log_path}")
+
+
 def up(args: argparse.Namespace) -> int:
+    """`eloquence up [--detach] [--only ...]`: 0 once every service is healthy (or after Ctrl-C / `down`),
+    1 when one cannot start (port in use, exit, timeout: named with its log), 2 for a usage error."""
     console = Console()
     progress_console = Console(stderr=True)
     settings = AppSettings()
@@ -564,7 +584,9 @@ def up(args: argparse.Namespace) -> int:
     env = client_environment(targets)
     procs: dict[str, ServiceProcess] = {}
     state: dict[str, Any] = {
-        "supervisor_pid": None,
+        # This process, while it starts the services and, without --detach, while it supervises them:
+        # `down` from another shell signals it so that it stops cleanly.
+        "supervisor_pid": os.getpid(),
         "started_at": time.time(),
         "log_dir": str(log_dir),
         "services": {t.name: _service_record(t, None) for t in targets if not t.on_loopback},
@@ -599,20 +621,12 @@ def up(args: argparse.Namespace) -> int:
             return 1
         _print_summary(console, targets, procs)
         if args.detach:
+            state["supervisor_pid"] = None
+            record()
             console.print("Running in the background: `eloquence status`, `eloquence down`.")
             return 0
-        state["supervisor_pid"] = os.getpid()
-        record()
         console.print("Press Ctrl-C (or run `eloquence down`) to stop.")
-        reported: set[str] = set()
-        while True:
-            time.sleep(1.0)
-            for name, proc in procs.items():
-                if name not in reported and proc.process is not None and proc.process.poll() is not None:
-                    reported.add(name)
-                    console.print(
-                        f"[red]{name} exited with code {proc.process.returncode}; see {proc.log_path}"
-                    )
+        _supervise(procs, console)
     except (KeyboardInterrupt, _Shutdown):
         console.print("stopping...")
         stop_all()
@@ -634,6 +648,7 @@ def _health_cell(url: str, checked: bool) -> tuple[bool, str]:
 
 
 def status(args: argparse.Namespace) -> int:
+    """`eloquence status`: one row per service; 0 when all are healthy, 1 when one is down or unhealthy."""
     console = Console()
     settings = AppSettings()
     path = state_path(settings)
@@ -670,6 +685,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def down(args: argparse.Namespace) -> int:
+    """`eloquence down`: stop every process group `up` recorded (SIGTERM, then SIGKILL) and forget them."""
     console = Console()
     settings = AppSettings()
     path = state_path(settings)

@@ -126,7 +126,7 @@ async def run_talk_turn(
     lets a caller reuse warm providers across turns; otherwise they are built from `settings`
     (and `llm_endpoint`, a `providers.endpoints.MistralEndpoint`) and closed at the end.
     """
-    from .agent import CoachAgent, build_pipeline, build_session
+    from .agent import CoachAgent, build_pipeline, build_session, default_turn_handling
     from .client_messages import ClientMessages, turn_metrics
     from .wav_io import WavAudioInput, WavAudioOutput
 
@@ -141,6 +141,11 @@ async def run_talk_turn(
     owned_pipeline = pipeline is None
     if pipeline is None:
         pipeline = build_pipeline(settings, exercise_obj, language=lang, llm_endpoint=llm_endpoint)
+    if turn_handling is None:
+        turn_handling = default_turn_handling(settings)
+        # a file cannot pause, so a false interruption cannot be resumed: say so up front
+        turn_handling["interruption"] = {**turn_handling["interruption"], "resume_false_interruption": False}
+    # no echo from a file: user speech may interrupt the agent from its first word
     session = build_session(settings=settings, pipeline=pipeline, turn_handling=turn_handling, aec_warmup_duration=None)
     mic = WavAudioInput(samples=samples, sample_rate=SAMPLE_RATE, trailing_silence_s=trailing_silence_s)
     speaker = WavAudioOutput()

@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 import aiohttp
-
 from livekit.agents import APIConnectionError, APIError, APIStatusError, APITimeoutError, utils
 
 # Several streams per sidecar at once, never an unbounded number of sockets.

@@ -67,17 +67,29 @@ def build_llm(endpoints: Sequence[Mapping[str, Any] | MistralEndpoint], **kw: An
     """MistralLLM for one endpoint, else `llm.FallbackAdapter` in the given order (typically
     cloud Mistral first, then the local LLM server).
 
-    Each endpoint is a `MistralEndpoint` or a mapping of its fields; `kw` goes to every
-    MistralLLM (temperature, ...).
+    Each endpoint is a `MistralEndpoint` (as `providers.endpoints.resolve_mistral_endpoint` gives)
+    or a mapping of MistralLLM's `base_url` / `api_key` / `model` (or the endpoint's field names);
+    `kw` goes to every MistralLLM (temperature, max_tokens, ...).
     """
-    from .endpoints import MistralEndpoint
     from .llm import MistralLLM
 
     _require(endpoints, "build_llm")
-    instances: list[llm.LLM] = []
-    for endpoint in endpoints:
-        ep = endpoint if isinstance(endpoint, MistralEndpoint) else MistralEndpoint(**dict(endpoint))
-        instances.append(MistralLLM(endpoint=ep, **kw))
+    instances: list[llm.LLM] = [MistralLLM(**_llm_fields(endpoint), **kw) for endpoint in endpoints]
     if len(instances) == 1:
         return instances[0]
     return llm.FallbackAdapter(instances, attempt_timeout=LLM_ATTEMPT_TIMEOUT_S)
+
+
+def _llm_fields(endpoint: Mapping[str, Any] | MistralEndpoint) -> dict[str, Any]:
+    from .endpoints import MistralEndpoint
+
+    if isinstance(endpoint, MistralEndpoint):
+        return {"base_url": endpoint.server_url, "api_key": endpoint.api_key, "model": endpoint.model}
+    fields = dict(endpoint)
+    if "server_url" in fields:
+        fields["base_url"] = fields.pop("server_url")
+    fields.pop("is_local", None)
+    unknown = set(fields) - {"base_url", "api_key", "model"}
+    if unknown:
+        raise ValueError(f"unknown endpoint fields {sorted(unknown)}; use base_url, api_key and model")
+    return fields

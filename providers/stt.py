@@ -24,7 +24,6 @@ from urllib.parse import urlencode
 
 import aiohttp
 import numpy as np
-
 from livekit import rtc
 from livekit.agents import (
     APIConnectionError,
@@ -125,7 +124,7 @@ class WhisperSTT(stt.STT):
                 f"{self._opts.base_url}/health", timeout=aiohttp.ClientTimeout(total=5)
             ) as resp:
                 await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             logger.warning("whisper-stt prewarm failed: %s", type(e).__name__)
 
     async def _recognize_impl(
@@ -222,8 +221,10 @@ class _ReplayBuffer:
         self._items.append((self.end, pcm))
         self.end += len(pcm) // 2
         if self.end - self.start > self._max_samples:
-            logger.warning("whisper-stt replay buffer full: a reconnect will re-send only the last %.0f s",
-                           self._max_samples / SAMPLE_RATE)
+            logger.warning(
+                "whisper-stt replay buffer full: a reconnect will re-send only the last %.0f s",
+                self._max_samples / SAMPLE_RATE,
+            )
             self.finalized(until=self.end - self._max_samples, answered_flush=False)
 
     def add_flush(self) -> None:
@@ -255,6 +256,9 @@ class _ReplayBuffer:
     def replay(self) -> list[bytes | None]:
         return [item for _, item in self._items]
 
+    def items(self) -> list[tuple[int, bytes | None]]:
+        return list(self._items)
+
 
 class SpeechStream(stt.RecognizeStream):
     def __init__(self, *, stt: WhisperSTT, opts: _STTOptions, conn_options: APIConnectOptions) -> None:
@@ -282,7 +286,7 @@ class SpeechStream(stt.RecognizeStream):
             waiter = asyncio.create_task(asyncio.wait_for(answered.wait(), self._conn_options.timeout))
             try:
                 await _first_of(waiter, receive)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise APITimeoutError("whisper-stt did not answer the last flush") from None
             finally:
                 await utils.aio.cancel_and_wait(waiter)
@@ -380,10 +384,10 @@ class SpeechStream(stt.RecognizeStream):
         self._report_usage()
 
     def _answers_flush(self, event: dict[str, Any], end: int) -> bool:
-        if "flush" in event:  # the sidecar says so
-            return bool(event["flush"])
-        # otherwise: a flush finalizes everything received, so its final ends where the flush was
-        for pos, item in self._replay._items:
+        if "reason" in event:  # the sidecar says why it finalized: "flush", "end_of_speech", ...
+            return event["reason"] == "flush"
+        # a sidecar without `reason`: a flush final ends at or after the flush's position
+        for pos, item in self._replay.items():
             if item is _FLUSH:
                 return end >= pos
         return False
@@ -427,4 +431,3 @@ def _mono_pcm16(frame: rtc.AudioFrame) -> bytes:
         return frame.data.tobytes()
     samples = np.frombuffer(frame.data, dtype=np.int16).reshape(-1, frame.num_channels)
     return samples.mean(axis=1).astype(np.int16).tobytes()
-

@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
-
 from livekit.agents import APIConnectionError, APIConnectOptions, APIError, APITimeoutError, tts, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import is_given
@@ -211,6 +210,7 @@ class ChunkedStream(tts.ChunkedStream):
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._conn_options.timeout, sock_read=self._conn_options.timeout
         )
+        pushed = False
         try:
             async with self._tts._http.get().post(
                 f"{self._opts.base_url}/v1/synthesize",
@@ -221,11 +221,17 @@ class ChunkedStream(tts.ChunkedStream):
                 _check_sample_rate(resp.headers, self._opts.sample_rate)
                 async for chunk in resp.content.iter_any():
                     output_emitter.push(chunk)
+                    pushed = True
                 output_emitter.flush()
-        except APIError:
-            raise
         except Exception as e:
-            raise to_api_error(e, request_id=request_id) from e
+            error = e if isinstance(e, APIError) else to_api_error(e, request_id=request_id)
+            if pushed:
+                # The framework retries a ChunkedStream even after audio went out, and the user
+                # would hear the start again: after the first byte, never retry.
+                error.retryable = False
+            if error is e:
+                raise
+            raise error from e
 
 
 def _check_sample_rate(headers: Any, expected: int) -> None:
@@ -359,7 +365,7 @@ class SynthesizeStream(tts.SynthesizeStream):
         while True:
             try:
                 msg = await ws.receive(timeout=self._conn_options.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # silence is normal while the LLM is still writing; after the flush it is a stall
                 if flush_sent.is_set():
                     raise APITimeoutError("azure-tts sent nothing after the flush") from None
@@ -385,6 +391,4 @@ class SynthesizeStream(tts.SynthesizeStream):
             elif msg.type == aiohttp.WSMsgType.ERROR:
                 raise APIConnectionError("azure-tts websocket failed mid-segment") from ws.exception()
             else:  # CLOSE, CLOSING, CLOSED
-                raise APIConnectionError(
-                    f"azure-tts closed the websocket mid-segment (code {ws.close_code})"
-                )
+                raise APIConnectionError(f"azure-tts closed the websocket mid-segment (code {ws.close_code})")

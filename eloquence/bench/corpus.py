@@ -7,8 +7,9 @@ and phoneme-width noise set to 0 so the same text gives the same samples on ever
 trimmed to its speech, and given 250 ms of leading silence; the harness appends the trailing
 silence while it waits for the reply.
 
-Two sets:
-- `QUESTIONS`: 24 single-sentence questions (about 1 to 8 s) with their ground-truth text;
+Three sets:
+- `REPLY_SENTENCES`: 12 first sentences of coach replies, the text input of the TTS comparisons;
+- `QUESTIONS`: 25 questions (1.5 to about 8 s) with their ground-truth text;
 - `PAUSED`: 6 questions with a 400 to 700 ms pause inside the sentence, to count false
   endpoints (the agent answering into the pause).
 
@@ -58,6 +59,8 @@ QUESTIONS: tuple[str, ...] = (
     "What exercise helps with projecting my voice without shouting?",
     "How do I handle someone who keeps interrupting me in meetings?",
     "Should I memorize my speech word for word or just use notes?",
+    "Next month I am giving the opening talk at our company offsite in front of two hundred people "
+    "and whenever I rehearse it I speed up and forget to breathe, what can I do about that?",
 )
 
 # (first part, second part, pause in ms between the last sound of one and the first of the other)
@@ -68,6 +71,24 @@ PAUSED: tuple[tuple[str, str, int], ...] = (
     ("My biggest problem is that", "I talk too fast when I am nervous.", 700),
     ("What is the best way to", "practice a speech at home?", 450),
     ("I need to prepare for", "a panel discussion on Friday.", 650),
+)
+
+
+# First sentences of coach replies: the TTS inputs for the TTS-only comparisons (ours, raw
+# Piper, wyoming-piper). Each is synthesized once per system, so no cache serves a repeat.
+REPLY_SENTENCES: tuple[str, ...] = (
+    "Great question.",
+    "Let's work on that together.",
+    "Start by taking one slow breath before your first sentence.",
+    "Try pausing for a full second instead of filling the silence.",
+    "A strong opening tells the audience why they should listen.",
+    "Speak a little slower than feels natural.",
+    "Pick three friendly faces in different parts of the room.",
+    "Keep your hands relaxed and let them move with your words.",
+    "Rehearse out loud, not just in your head.",
+    "End with one clear sentence you want people to remember.",
+    "That sounds like a stressful situation, and it is very common.",
+    "Would you like to try your opening line now?",
 )
 
 

@@ -26,9 +26,10 @@ import soundfile as sf
 from pacing import PacedStream, is_loud_pcm16  # this directory is sys.path[0]
 
 TURN_TIMEOUT_S = 60.0
+REPLY_QUIET_S = 1.0
 
 
-def _build(job: dict[str, Any], marks: dict[str, float | None], done: asyncio.Event) -> tuple[Any, Any]:
+def _build(job: dict[str, Any], marks: dict[str, Any]) -> Any:
     from pipecat.audio.vad.silero import SileroVADAnalyzer
     from pipecat.frames.frames import (
         LLMContextFrame,
@@ -36,7 +37,6 @@ def _build(job: dict[str, Any], marks: dict[str, float | None], done: asyncio.Ev
         LLMTextFrame,
         TranscriptionFrame,
         TTSAudioRawFrame,
-        TTSStoppedFrame,
     )
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.aggregators.llm_context import LLMContext
@@ -68,58 +68,68 @@ def _build(job: dict[str, Any], marks: dict[str, float | None], done: asyncio.Ev
                 elif self._where == "llm" and isinstance(frame, LLMTextFrame) and marks["llm_first_token"] is None:
                     marks["llm_first_token"] = now
                 elif self._where == "tts":
-                    if isinstance(frame, TTSAudioRawFrame) and marks["first_audio"] is None and is_loud_pcm16(frame.audio):
-                        marks["first_audio"] = now
+                    if isinstance(frame, TTSAudioRawFrame):
+                        marks["last_audio"] = now
+                        if marks["first_audio"] is None and is_loud_pcm16(frame.audio):
+                            marks["first_audio"] = now
                     elif isinstance(frame, LLMFullResponseEndFrame):
                         marks["llm_end"] = now
-                    elif isinstance(frame, TTSStoppedFrame) and marks["llm_end"] is not None:
-                        done.set()
             await self.push_frame(frame, direction)
 
-    stt = WhisperSTTService(model=job["stt_model"], device="cpu", compute_type=job.get("stt_compute_type", "default"))
+    stt = WhisperSTTService(settings=WhisperSTTService.Settings(model=job["stt_model"]), device="cpu",
+                            compute_type=job.get("stt_compute_type", "default"))
     llm = OpenAILLMService(
         api_key="local",
         base_url=job["llm_base_url"],
-        settings=OpenAILLMService.Settings(model=job["llm_model"], temperature=0.0, max_tokens=job["max_tokens"]),
+        settings=OpenAILLMService.Settings(model=job["llm_model"], system_instruction=job["system_prompt"],
+                                           temperature=0.0, max_tokens=job["max_tokens"]),
     )
-    tts = PiperTTSService(voice_id=job["voice"], download_dir=Path(job["voice_dir"]))
-    context = LLMContext(messages=[{"role": "system", "content": job["system_prompt"]}])
+    tts = PiperTTSService(settings=PiperTTSService.Settings(voice=job["voice"]), download_dir=Path(job["voice_dir"]))
+    context = LLMContext()
+    marks["context"] = context
     pair = LLMContextAggregatorPair(context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer()))
-    pipeline = Pipeline([stt, Probe("stt"), pair.user(), Probe("context"), llm, Probe("llm"), tts, Probe("tts"),
-                         pair.assistant()])
-    return pipeline, context
+    return Pipeline([stt, Probe("stt"), pair.user(), Probe("context"), llm, Probe("llm"), tts, Probe("tts"),
+                     pair.assistant()])
+
+
+def _reply_finished(marks: dict[str, Any]) -> bool:
+    """The reply has been generated and no audio came for a while: the turn is over."""
+    if marks["llm_end"] is None or marks["first_audio"] is None:
+        return False
+    return time.perf_counter() - max(marks["llm_end"], marks["last_audio"] or 0.0) > REPLY_QUIET_S
 
 
 async def run(job: dict[str, Any]) -> None:
     from pipecat.frames.frames import EndFrame, InputAudioRawFrame
-    from pipecat.pipeline.runner import PipelineRunner
-    from pipecat.pipeline.task import PipelineParams, PipelineTask
+    from pipecat.pipeline.runner import WorkerRunner
+    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 
     marks: dict[str, Any] = {}
-    done = asyncio.Event()
-    pipeline, context = _build(job, marks, done)
-    task = PipelineTask(pipeline, params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=24000),
-                        idle_timeout_secs=None, enable_rtvi=False)
-    runner = PipelineRunner(handle_sigint=False)
-    runner_task = asyncio.create_task(runner.run(task))
+    pipeline = _build(job, marks)
+    context = marks.pop("context")
+    task = PipelineWorker(pipeline, params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=24000),
+                          idle_timeout_secs=None, enable_rtvi=False)
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(task)
+    runner_task = asyncio.create_task(runner.run())
     await asyncio.sleep(1.0)  # let StartFrame reach every processor
 
     silence = np.zeros(16000 // 2, np.float32)
     for item in [job["warmup"], *job["utterances"]]:
         samples, rate = sf.read(item["wav"], dtype="float32")
         assert rate == 16000, rate
-        context.set_messages([{"role": "system", "content": job["system_prompt"]}])
+        # every turn starts a fresh conversation after the greeting, as in our harness
+        context.set_messages([{"role": "assistant", "content": job["greeting"]}])
         marks.clear()
         marks.update(transcript=None, transcript_text="", llm_start=None, llm_first_token=None, first_audio=None,
-                     llm_end=None)
-        done.clear()
+                     last_audio=None, llm_end=None)
         stream = PacedStream(np.concatenate([samples, silence]), trailing_silence_s=TURN_TIMEOUT_S)
         error = None
         try:
             async with asyncio.timeout(TURN_TIMEOUT_S + 10):
                 async for frame in stream.frames():
                     await task.queue_frame(InputAudioRawFrame(audio=frame, sample_rate=16000, num_channels=1))
-                    if done.is_set():
+                    if _reply_finished(marks):
                         stream.stop()
         except TimeoutError:
             error = "no reply within the turn timeout"

@@ -25,9 +25,6 @@ from .corpus import Utterance
 from .pacing import PacedStream, SilenceEndpointer, is_loud_pcm16
 from .raw_engines import LLMTiming
 
-SYSTEM_PROMPT = (
-    "You are Eloquence, a friendly public-speaking coach. Answer in two or three short sentences."
-)
 TURN_TIMEOUT_S = 60.0
 
 
@@ -35,8 +32,16 @@ class SidecarError(RuntimeError):
     """A sidecar answered with an error event or status; the message carries its code."""
 
 
-def llm_messages(text: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
+def llm_messages(text: str, *, exercise: str = "default", language: str = "en") -> list[dict[str, str]]:
+    """What the agent sends on the first turn: the exercise's instructions, its greeting, the user."""
+    from ..exercises import get_exercise
+
+    ex = get_exercise(exercise)
+    return [
+        {"role": "system", "content": ex.instructions(language)},
+        {"role": "assistant", "content": ex.greeting(language)},
+        {"role": "user", "content": text},
+    ]
 
 
 @dataclass

@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +328,14 @@ def test_model_is_baked_in_and_chosen_by_a_build_arg(raw: dict[str, Any], docker
     assert any(i == "RUN" and f"${arg}" in a for i, a in instructions)
     passed = {a for s in raw["services"].values() for a in (s.get("build") or {}).get("args", {})}
     assert arg in passed
+
+
+def test_the_installed_wheel_holds_every_package() -> None:
+    """Images install a wheel, not the source tree: a subpackage missing from pyproject is missing there."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    for top, directory in setuptools["package-dir"].items():
+        for init in (ROOT / directory).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / directory)
+            package = ".".join((top, *relative.parts))
+            assert package in listed, f"{package} is not in [tool.setuptools] packages"

@@ -6,6 +6,7 @@ stray `.env` applies. LIVEKIT_URL points at a closed port, so `up` skips the age
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from eloquence.services import check_health, free_port, port_in_use
-from eloquence.stack import group_members
+from eloquence.settings import AppSettings
+from eloquence.stack import ServiceUnavailableError, ensure_services, group_members
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "question.wav"
@@ -88,7 +91,9 @@ def recorded_groups(env: dict[str, str]) -> list[int]:
 
 def assert_no_process_left(groups: list[int], ports: list[int], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(group_members(g) for g in groups):
+    while time.monotonic() < deadline and (
+        any(group_members(g) for g in groups) or any(port_in_use(p) for p in ports)
+    ):
         time.sleep(0.2)
     assert {g: group_members(g) for g in groups if group_members(g)} == {}
     assert [p for p in ports if port_in_use(p)] == []
@@ -221,13 +226,13 @@ def test_foreground_up_stops_everything(stack: dict[str, str], tmp_path: Path, s
     )
     try:
         deadline = time.monotonic() + UP_TIMEOUT_S
-        while time.monotonic() < deadline and up.poll() is None:
-            if state_file.exists() and read_state(env).get("supervisor_pid") == up.pid:
-                break
+        llm_health = f"http://127.0.0.1:{env['LOCAL_LLM_PORT']}/health"
+        while time.monotonic() < deadline and up.poll() is None and not check_health(llm_health)[0]:
             time.sleep(0.2)
         assert up.poll() is None, up.stdout.read() if up.stdout else ""
+        state = read_state(env)
+        assert state["supervisor_pid"] == up.pid and state["services"]["llm"]["health_url"] == llm_health
         groups = recorded_groups(env)
-        assert check_health(read_state(env)["services"]["llm"]["health_url"])[0]
         if stop_with == "ctrl-c":
             up.send_signal(signal.SIGINT)
         else:
@@ -239,3 +244,37 @@ def test_foreground_up_stops_everything(stack: dict[str, str], tmp_path: Path, s
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+def test_ensure_services_reuses_what_runs_and_stops_only_what_it_started(
+    stack: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = stack
+    up = eloquence("up", "--detach", "--only", "llm", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S)
+    assert up.returncode == 0, up.stdout + up.stderr
+    llm_pid = read_state(env)["services"]["llm"]["pid"]
+    for key in ("ELOQUENCE_STATE_DIR", "AZURE_TTS_PORT", "LOCAL_LLM_PORT"):
+        monkeypatch.setenv(key, env[key])
+    for key in ("MISTRAL_API_KEY", "MISTRAL_BASE_URL", "AZURE_SPEECH_KEY", "AZURE_TTS_URL", "PIPER_TTS_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    log_dir = tmp_path / "ensure-logs"
+    quiet = Console(file=io.StringIO())
+
+    with ensure_services(["azure-tts", "llm"], AppSettings(), log_dir, console=quiet) as urls:
+        assert urls == {
+            "azure-tts": f"http://127.0.0.1:{env['AZURE_TTS_PORT']}",
+            "llm": f"http://127.0.0.1:{env['LOCAL_LLM_PORT']}",
+        }
+        assert check_health(urls["azure-tts"] + "/health")[0]
+        assert (log_dir / "azure-tts.log").exists() and not (log_dir / "llm.log").exists()
+    assert not port_in_use(int(env["AZURE_TTS_PORT"]))  # started here, stopped here
+    assert check_health(urls["llm"] + "/health")[0] and group_members(llm_pid)  # found running, left running
+
+    # A service that is down and not on this machine cannot be started: the error names it.
+    monkeypatch.setenv("WHISPER_STT_URL", "http://192.0.2.1:8001")  # TEST-NET-1: never routed
+    with (
+        pytest.raises(ServiceUnavailableError, match="whisper-stt .* not on this machine"),
+        ensure_services(["whisper-stt"], AppSettings(), log_dir, console=quiet),
+    ):
+        pass

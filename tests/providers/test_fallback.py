@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from livekit import rtc
-from livekit.agents import APIConnectOptions, stt, tts
-
-from eloquence.services import AZURE_TTS, WHISPER_STT, ServiceProcess, free_port
-from providers.fallback import build_stt, build_tts
-from providers.stt import WhisperSTT
-from providers.tts import AzureTTS
+from fakes.mistral_server import FakeMistralServer, Reply
+from livekit.agents import APIConnectOptions, llm, stt, tts
 from support.services import running_service
 from support.speech import pcm16_to_float, silence, speak, to_pcm16, transcribe, wer
+
+from eloquence.services import AZURE_TTS, LOCAL_LLM, WHISPER_STT, ServiceProcess, free_port
+from providers.endpoints import MistralEndpoint
+from providers.fallback import build_llm, build_stt, build_tts
+from providers.llm import MistralLLM
+from providers.stt import WhisperSTT
+from providers.tts import AzureTTS
 
 TEXT = "Thank you, that was a clear answer."
 SPOKEN = "Could you repeat the last question please?"
@@ -25,13 +28,21 @@ SPOKEN = "Could you repeat the last question please?"
 
 @pytest.fixture(scope="module")
 def tts_service(service_log_dir: Path) -> Iterator[ServiceProcess]:
-    with running_service(AZURE_TTS, service_log_dir, env={"TTS_ENGINE": "piper", "PIPER_THREADS": "1"}) as proc:
+    with running_service(
+        AZURE_TTS, service_log_dir, env={"TTS_ENGINE": "piper", "PIPER_THREADS": "1"}
+    ) as proc:
         yield proc
 
 
 @pytest.fixture(scope="module")
 def stt_service(service_log_dir: Path) -> Iterator[ServiceProcess]:
     with running_service(WHISPER_STT, service_log_dir, env={"WHISPER_CPU_THREADS": "1"}) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def llm_service(service_log_dir: Path) -> Iterator[ServiceProcess]:
+    with running_service(LOCAL_LLM, service_log_dir, env={"LLM_THREADS": "1"}) as proc:
         yield proc
 
 
@@ -56,11 +67,24 @@ def test_several_endpoints_give_the_framework_adapter_with_our_capabilities() ->
     assert not any(s.needs_resampling for s in tts_chain._status)
 
 
+def test_llm_endpoints_become_mistral_llms_in_order() -> None:
+    cloud = MistralEndpoint(
+        server_url="https://api.mistral.ai", api_key="k", model="mistral-small-latest", is_local=False
+    )
+    single = build_llm([cloud])
+    assert type(single) is MistralLLM and single.model == "mistral-small-latest"
+    chain = build_llm([cloud, {"base_url": "http://127.0.0.1:8004/v1/chat/completions", "model": "local"}])
+    assert isinstance(chain, llm.FallbackAdapter)
+    assert [m.model for m in chain._llm_instances] == ["mistral-small-latest", "local"]  # type: ignore[attr-defined]
+
+
 def test_bad_endpoint_lists_are_refused() -> None:
     with pytest.raises(ValueError):
         build_stt([])
     with pytest.raises(TypeError):
         build_tts("http://a:5002")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown endpoint fields"):
+        build_llm([{"url": "http://a:8004"}])
 
 
 @pytest.mark.parametrize("mode", ["synthesize", "stream"])
@@ -85,7 +109,9 @@ async def test_tts_chain_fails_over_to_the_live_sidecar(tts_service: ServiceProc
     assert events and events[-1].is_final and not any(e.is_final for e in events[:-1])
     assert [(c.tts.base_url, c.available) for c in changes][:1] == [(chain._tts_instances[0].base_url, False)]  # type: ignore[attr-defined]
     frame = rtc.combine_audio_frames([e.frame for e in events])
-    heard = await asyncio.to_thread(transcribe, pcm16_to_float(frame.data.tobytes()), sample_rate=frame.sample_rate)
+    heard = await asyncio.to_thread(
+        transcribe, pcm16_to_float(frame.data.tobytes()), sample_rate=frame.sample_rate
+    )
     assert wer(TEXT, heard) <= 0.2, heard
 
 
@@ -101,7 +127,9 @@ async def test_stt_chain_fails_over_to_the_live_sidecar(stt_service: ServiceProc
             for start in range(0, len(pcm), 640):
                 chunk = pcm[start : start + 640]
                 stream.push_frame(
-                    rtc.AudioFrame(data=chunk, sample_rate=16000, num_channels=1, samples_per_channel=len(chunk) // 2)
+                    rtc.AudioFrame(
+                        data=chunk, sample_rate=16000, num_channels=1, samples_per_channel=len(chunk) // 2
+                    )
                 )
                 await asyncio.sleep(0.02 if paced else 0)
         stream.end_input()
@@ -114,3 +142,30 @@ async def test_stt_chain_fails_over_to_the_live_sidecar(stt_service: ServiceProc
 
     finals = [e.alternatives[0].text for e in events if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
     assert wer(SPOKEN, " ".join(finals)) <= 0.15, finals
+
+
+async def test_llm_chain_falls_back_from_the_cloud_to_the_local_llm(llm_service: ServiceProcess) -> None:
+    async with FakeMistralServer(token_delay_s=0.0) as cloud:
+        cloud.script(Reply(status=503, error_message="Service unavailable"))
+        chain = build_llm(
+            [
+                {"base_url": cloud.url, "api_key": "cloud-key", "model": "mistral-small-latest"},
+                {"base_url": llm_service.url, "model": "local"},
+            ],
+            max_tokens=24,
+        )
+        changes: list[llm.AvailabilityChangedEvent] = []
+        chain.on("llm_availability_changed", changes.append)
+        ctx = llm.ChatContext.empty()
+        ctx.add_message(role="system", content="You are a friendly English coach. Answer briefly.")
+        ctx.add_message(role="user", content="Say hello to me.")
+        try:
+            response = await chain.chat(chat_ctx=ctx).collect()
+        finally:
+            await chain.aclose()
+        # tried first; any later request is the adapter's background recovery probe
+        assert cloud.requests and cloud.requests[0]["model"] == "mistral-small-latest"
+
+    # the local model answered (the stand-in would have echoed "You said: ...")
+    assert response.text.strip() and "You said" not in response.text
+    assert [c.available for c in changes][:1] == [False]

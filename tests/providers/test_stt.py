@@ -12,14 +12,14 @@ import pytest
 from livekit import rtc
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, APIError, APIStatusError, stt
 from livekit.agents.metrics import STTMetrics
-
-from eloquence.services import WHISPER_STT, ServiceProcess, check_health, free_port
-from providers.stt import SAMPLE_RATE, STREAM_CONNECT_OPTIONS, WhisperSTT, _ReplayBuffer, resolve_stt_url
 from support.services import running_service
 from support.speech import silence, speak, to_pcm16, wer
 
+from eloquence.services import WHISPER_STT, ServiceProcess, check_health, free_port
+from providers.stt import SAMPLE_RATE, STREAM_CONNECT_OPTIONS, WhisperSTT, _ReplayBuffer, resolve_stt_url
+
 # one inference thread: the box is shared
-STT_ENV = {"WHISPER_THREADS": "1", "WHISPER_CPU_THREADS": "1", "WHISPER_NUM_WORKERS": "1"}
+STT_ENV = {"WHISPER_CPU_THREADS": "1"}
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 FIRST = "Good morning, I would like to practise my presentation."
 SECOND = "Please tell me if I speak too quickly."
@@ -49,7 +49,11 @@ def frames_of(samples: np.ndarray, *, sample_rate: int = SAMPLE_RATE) -> list[rt
     out = []
     for start in range(0, len(samples), step):
         chunk = pcm[start * 2 : (start + step) * 2]
-        out.append(rtc.AudioFrame(data=chunk, sample_rate=sample_rate, num_channels=1, samples_per_channel=len(chunk) // 2))
+        out.append(
+            rtc.AudioFrame(
+                data=chunk, sample_rate=sample_rate, num_channels=1, samples_per_channel=len(chunk) // 2
+            )
+        )
     return out
 
 
@@ -109,12 +113,16 @@ async def test_recognize_transcribes_a_wav_over_http(whisper_stt: WhisperSTT) ->
     assert event.type == stt.SpeechEventType.FINAL_TRANSCRIPT and event.request_id
     assert wer(SENTENCE, event.alternatives[0].text) <= 0.15, event.alternatives[0].text
     assert event.alternatives[0].language == "en"
-    assert len(metrics) == 1 and metrics[0].audio_duration == pytest.approx(len(speech) / SAMPLE_RATE, abs=0.03)
+    assert len(metrics) == 1 and metrics[0].audio_duration == pytest.approx(
+        len(speech) / SAMPLE_RATE, abs=0.03
+    )
 
 
 async def test_stream_transcribes_speech_with_events_in_order(whisper_stt: WhisperSTT) -> None:
     # a 48 kHz microphone: the stream resamples to the sidecar's 16 kHz
-    audio = np.concatenate([silence(0.3, sample_rate=48000), speak(SENTENCE, sample_rate=48000), silence(1.0, sample_rate=48000)])
+    audio = np.concatenate(
+        [silence(0.3, sample_rate=48000), speak(SENTENCE, sample_rate=48000), silence(1.0, sample_rate=48000)]
+    )
     stream = whisper_stt.stream()
     log = EventLog(stream)
     await push(stream, frames_of(audio, sample_rate=48000))
@@ -130,7 +138,11 @@ async def test_stream_transcribes_speech_with_events_in_order(whisper_stt: Whisp
     first_final = kinds.index(stt.SpeechEventType.FINAL_TRANSCRIPT)
     assert set(kinds[1:first_final]) <= {stt.SpeechEventType.INTERIM_TRANSCRIPT}
     assert stt.SpeechEventType.END_OF_SPEECH in kinds[first_final:]
-    assert len(log.of(stt.SpeechEventType.START_OF_SPEECH)) == len(log.of(stt.SpeechEventType.END_OF_SPEECH)) == 1
+    assert (
+        len(log.of(stt.SpeechEventType.START_OF_SPEECH))
+        == len(log.of(stt.SpeechEventType.END_OF_SPEECH))
+        == 1
+    )
     final = log.of(stt.SpeechEventType.FINAL_TRANSCRIPT)[0].alternatives[0]
     assert 0.0 <= final.start_time < final.end_time <= len(audio) / 48000 + 0.05
     assert 0.0 < final.confidence <= 1.0

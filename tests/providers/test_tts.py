@@ -22,30 +22,29 @@ import pytest
 from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIError, APIStatusError, tts
 from livekit.agents.metrics import TTSMetrics
-
-from eloquence.services import AZURE_TTS, ServiceProcess, check_health, free_port
-from providers.tts import AzureTTS, resolve_tts_url
 from support.fault_proxy import Faults, fault_proxy
 from support.services import running_service
 from support.speech import pcm16_to_float, transcribe, wer
 
+from eloquence.services import AZURE_TTS, ServiceProcess, check_health, free_port
+from providers.tts import AzureTTS, resolve_tts_url
+
 # Piper, one thread: the box is shared.
-TTS_ENV = {"TTS_ENGINE": "piper", "PIPER_THREADS": "1", "TTS_THREADS": "1"}
+TTS_ENV = {"TTS_ENGINE": "piper", "PIPER_THREADS": "1"}
 # quick retries, so that a retried attempt does not slow the suite
 FAST_RETRY = APIConnectOptions(max_retry=3, retry_interval=0.05, timeout=15.0)
-NO_RETRY = APIConnectOptions(max_retry=0, timeout=15.0)
+# more turns than the sidecar has synthesis slots: back off and retry until a slot frees up
+OVERLOAD_RETRY = APIConnectOptions(max_retry=60, retry_interval=0.25, timeout=15.0)
 
 SHORT = "Good morning, and welcome back."
 TWO_SENTENCES = "The weather is lovely today. Let us practise your presentation."
-LONG = " ".join(
-    [
-        "Thank you for joining this coaching session about public speaking.",
-        "First, we will warm up your voice with a few simple sentences.",
-        "Then you will present the opening of your talk to an imaginary audience.",
-        "After that, I will give you feedback on your pace, your pauses and your clarity.",
-        "Finally, we will repeat the exercise and compare the two attempts together.",
-        "Remember to breathe slowly and to look at the people in the room.",
-    ]
+LONG = (
+    "Thank you for joining this coaching session about public speaking. "
+    "First, we will warm up your voice with a few simple sentences. "
+    "Then you will present the opening of your talk to an imaginary audience. "
+    "After that, I will give you feedback on your pace, your pauses and your clarity. "
+    "Finally, we will repeat the exercise and compare the two attempts together. "
+    "Remember to breathe slowly and to look at the people in the room."
 )
 CONCURRENT_TEXTS = [
     "Please open the window.",
@@ -195,7 +194,9 @@ def duration_of(events: list[tts.SynthesizedAudio]) -> float:
 # --- the normal paths -------------------------------------------------------------------------
 
 
-async def test_synthesize_streams_the_spoken_text(azure_tts: AzureTTS, caplog: pytest.LogCaptureFixture) -> None:
+async def test_synthesize_streams_the_spoken_text(
+    azure_tts: AzureTTS, caplog: pytest.LogCaptureFixture
+) -> None:
     rec = Recorder.on(azure_tts)
     result = await run_synthesize(azure_tts, TWO_SENTENCES)
 
@@ -236,10 +237,10 @@ async def test_audio_comes_at_the_declared_sample_rate(tts_service: ServiceProce
 
 
 async def test_a_different_x_sample_rate_is_an_error_not_retried(tts_service: ServiceProcess) -> None:
-    async with fault_proxy(tts_service.url, Faults(response_headers={"X-Sample-Rate": "16000"})) as proxy:
-        async with AzureTTS(base_url=proxy.url, sample_rate=24000) as tts_v:
-            rec = Recorder.on(tts_v)
-            result = await run_synthesize(tts_v, SHORT)
+    faults = Faults(response_headers={"X-Sample-Rate": "16000"})
+    async with fault_proxy(tts_service.url, faults) as proxy, AzureTTS(base_url=proxy.url) as tts_v:
+        rec = Recorder.on(tts_v)
+        result = await run_synthesize(tts_v, SHORT)
 
     assert isinstance(result.error, APIError) and not result.error.retryable
     assert "X-Sample-Rate=16000" in str(result.error)
@@ -255,15 +256,14 @@ async def test_a_different_x_sample_rate_is_an_error_not_retried(tts_service: Se
 async def test_empty_or_whitespace_text_is_silence_without_a_request(
     tts_service: ServiceProcess, text: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with fault_proxy(tts_service.url) as proxy:
-        async with AzureTTS(base_url=proxy.url) as tts_v:
-            rec = Recorder.on(tts_v)
-            chunked = await run_synthesize(tts_v, text)
-            streamed = await run_stream(tts_v, text)
-            flushed_only = tts_v.stream()  # flush and end with no text at all
-            flushed_only.flush()
-            flushed_only.end_input()
-            nothing = [ev async for ev in flushed_only]
+    async with fault_proxy(tts_service.url) as proxy, AzureTTS(base_url=proxy.url) as tts_v:
+        rec = Recorder.on(tts_v)
+        chunked = await run_synthesize(tts_v, text)
+        streamed = await run_stream(tts_v, text)
+        flushed_only = tts_v.stream()  # flush and end with no text at all
+        flushed_only.flush()
+        flushed_only.end_input()
+        nothing = [ev async for ev in flushed_only]
 
     assert chunked.error is None and streamed.error is None
     assert chunked.events == [] and streamed.events == [] and nothing == []
@@ -332,13 +332,12 @@ async def test_sidecar_error_before_the_first_byte_is_retried(
     tts_service: ServiceProcess, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     faults = Faults(http_503=1) if mode == "synthesize" else Faults(ws_overloaded=1)
-    async with fault_proxy(tts_service.url, faults) as proxy:
-        async with AzureTTS(base_url=proxy.url) as tts_v:
-            rec = Recorder.on(tts_v)
-            if mode == "synthesize":
-                result = await run_synthesize(tts_v, SHORT)
-            else:
-                result = await run_stream(tts_v, SHORT)
+    async with fault_proxy(tts_service.url, faults) as proxy, AzureTTS(base_url=proxy.url) as tts_v:
+        rec = Recorder.on(tts_v)
+        if mode == "synthesize":
+            result = await run_synthesize(tts_v, SHORT)
+        else:
+            result = await run_stream(tts_v, SHORT)
 
     assert result.error is None
     check_frames(result.events, sample_rate=24000, streamed=mode == "stream")
@@ -355,7 +354,10 @@ async def test_sidecar_dying_mid_stream_fails_cleanly(
     service_log_dir: Path, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     proc = ServiceProcess(
-        definition=AZURE_TTS, port=free_port(), log_path=service_log_dir / f"azure-tts-dies-{mode}.log", env=TTS_ENV
+        definition=AZURE_TTS,
+        port=free_port(),
+        log_path=service_log_dir / f"azure-tts-dies-{mode}.log",
+        env=TTS_ENV,
     )
     proc.start()
     try:
@@ -410,8 +412,8 @@ async def test_many_concurrent_streams_each_get_their_own_audio(
     azure_tts: AzureTTS, caplog: pytest.LogCaptureFixture
 ) -> None:
     rec = Recorder.on(azure_tts)
-    streamed = [run_stream(azure_tts, text) for text in CONCURRENT_TEXTS]
-    chunked = [run_synthesize(azure_tts, text) for text in CONCURRENT_TEXTS[:2]]
+    streamed = [run_stream(azure_tts, text, conn_options=OVERLOAD_RETRY) for text in CONCURRENT_TEXTS]
+    chunked = [run_synthesize(azure_tts, text, conn_options=OVERLOAD_RETRY) for text in CONCURRENT_TEXTS[:2]]
     results = await asyncio.gather(*streamed, *chunked)
 
     for i, result in enumerate(results):
@@ -420,9 +422,13 @@ async def test_many_concurrent_streams_each_get_their_own_audio(
     assert len({r.events[0].request_id for r in results}) == len(results)
     assert len(rec.metrics) == len(results)
     assert all(e.recoverable for e in rec.errors)  # only overload retries, if any
+    # each stream carries its own sentence: the transcript is closest to its own text
     texts = CONCURRENT_TEXTS + CONCURRENT_TEXTS[:2]
     for result, text in zip(results, texts, strict=True):
-        await assert_speaks(result.events, text, max_wer=0.25)
+        samples, rate = audio_of(result.events)
+        heard = await asyncio.to_thread(transcribe, samples, sample_rate=rate)
+        closest = min(CONCURRENT_TEXTS, key=lambda candidate: wer(candidate, heard))
+        assert closest == text and wer(text, heard) <= 0.5, f"said {text!r}, heard {heard!r}"
     assert_no_runtime_error(caplog)
 
 
@@ -450,16 +456,17 @@ async def test_unknown_voice_is_a_clear_error_and_not_retried(
 
 async def test_options_are_sent_and_update_only_later_requests(tts_service: ServiceProcess) -> None:
     async with fault_proxy(tts_service.url) as proxy:
-        async with AzureTTS(base_url=proxy.url, context="greeting", language="en", sample_rate=16000) as tts_v:
-            early = tts_v.stream()  # snapshot before the update
-            tts_v.update_options(context="coaching")
-            await run_synthesize(tts_v, SHORT)
-            for token in tokens(SHORT):
-                early.push_text(token)
-            early.end_input()
-            early_events = [ev async for ev in early]
-            await early.aclose()
-            await run_stream(tts_v, SHORT)
+        tts_v = AzureTTS(base_url=proxy.url, context="greeting", language="en", sample_rate=16000)
+        early = tts_v.stream()  # snapshot before the update
+        tts_v.update_options(context="coaching")
+        await run_synthesize(tts_v, SHORT)
+        for token in tokens(SHORT):
+            early.push_text(token)
+        early.end_input()
+        early_events = [ev async for ev in early]
+        await early.aclose()
+        await run_stream(tts_v, SHORT)
+        await tts_v.aclose()
 
     bodies = [m for m in proxy.faults.client_messages if isinstance(m, dict)]
     http = [m for m in bodies if "text" in m and "type" not in m]
@@ -475,16 +482,15 @@ async def test_options_are_sent_and_update_only_later_requests(tts_service: Serv
 
 
 async def test_prewarm_opens_the_socket_before_the_first_turn(tts_service: ServiceProcess) -> None:
-    async with fault_proxy(tts_service.url) as proxy:
-        async with AzureTTS(base_url=proxy.url) as tts_v:
-            rec = Recorder.on(tts_v)
-            tts_v.prewarm()
-            for _ in range(100):
-                if proxy.faults.ws_sessions:
-                    break
-                await asyncio.sleep(0.02)
-            assert proxy.faults.ws_sessions == 1
-            result = await run_stream(tts_v, SHORT)
+    async with fault_proxy(tts_service.url) as proxy, AzureTTS(base_url=proxy.url) as tts_v:
+        rec = Recorder.on(tts_v)
+        tts_v.prewarm()
+        for _ in range(100):
+            if proxy.faults.ws_sessions:
+                break
+            await asyncio.sleep(0.02)
+        assert proxy.faults.ws_sessions == 1
+        result = await run_stream(tts_v, SHORT)
 
     check_frames(result.events, sample_rate=24000, streamed=True)
     assert proxy.faults.ws_sessions == 1

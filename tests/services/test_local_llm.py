@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from mistralai.client import Mistral
 from prometheus_client.parser import text_string_to_metric_families
+from support.services import running_service
 
 from eloquence.services import LOCAL_LLM, ServiceProcess, ServiceStartError, check_health
-from support.services import running_service
 
 LONG_PROMPT = "Write a long story about a dragon who learns to speak English."
 
@@ -114,8 +114,31 @@ async def test_full_server_answers_429_with_retry_after(llm_service: ServiceProc
 
     # and once the model is free again, the next request is served
     await _wait_idle(llm_service.url)
-    async with aiohttp.ClientSession() as http, http.post(url, json={**long_request, "max_tokens": 3}) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, json={**long_request, "max_tokens": 3}) as resp,
+    ):
         assert resp.status == 200
+
+
+async def test_a_request_that_waits_too_long_for_the_model_gets_503(service_log_dir: Path) -> None:
+    env = {"LLM_MAX_CONCURRENT": "2", "LLM_QUEUE_TIMEOUT_S": "0.5", "LLM_THREADS": "1"}
+    with running_service(LOCAL_LLM, service_log_dir / "queue-timeout", env=env) as service:
+        url = service.url + "/v1/chat/completions"
+        long_request = {
+            "messages": [{"role": "user", "content": LONG_PROMPT}],
+            "max_tokens": 200,
+            "stream": True,
+        }
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, json={**long_request, "temperature": 0}) as first,
+        ):
+            await first.content.readline()  # generating: the model is busy for ~200 tokens
+            async with http.post(url, json={**long_request, "max_tokens": 3}) as second:
+                assert second.status == 503
+                assert second.headers["Retry-After"]
+                assert (await second.json())["error"]["code"] == "overloaded"
 
 
 async def _metric(url: str, name: str) -> float:
@@ -133,7 +156,12 @@ async def test_client_disconnect_stops_the_generation(llm_service: ServiceProces
     url = llm_service.url + "/v1/chat/completions"
     tokens_before = await _metric(llm_service.url, "local_llm_streamed_tokens_total")
     cancelled_before = await _metric(llm_service.url, "local_llm_cancelled_requests_total")
-    request = {"messages": [{"role": "user", "content": LONG_PROMPT}], "max_tokens": 200, "temperature": 0, "stream": True}
+    request = {
+        "messages": [{"role": "user", "content": LONG_PROMPT}],
+        "max_tokens": 200,
+        "temperature": 0,
+        "stream": True,
+    }
     async with aiohttp.ClientSession() as http, http.post(url, json=request) as resp:
         for _ in range(3):
             await resp.content.readline()
@@ -164,28 +192,35 @@ async def test_client_disconnect_stops_the_generation(llm_service: ServiceProces
 async def test_bad_requests_get_400_and_the_service_stays_healthy(
     llm_service: ServiceProcess, body: bytes, code: str
 ) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
             llm_service.url + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
-        ) as resp:
-            assert resp.status == 400
-            error = (await resp.json())["error"]
+        ) as resp,
+    ):
+        assert resp.status == 400
+        error = (await resp.json())["error"]
     assert error["code"] == code and error["message"]
     assert check_health(llm_service.health_url)[0]
 
 
 async def test_prompt_longer_than_the_context_is_a_400(llm_service: ServiceProcess) -> None:
     huge = "word " * 5000
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
             llm_service.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": huge}]}
-        ) as resp:
-            assert resp.status == 400
-            assert (await resp.json())["error"]["code"] == "context_length_exceeded"
+        ) as resp,
+    ):
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "context_length_exceeded"
     assert check_health(llm_service.health_url)[0]
 
 
 def test_missing_model_file_fails_start_up_with_a_clear_message(tmp_path: Path) -> None:
-    with pytest.raises(ServiceStartError, match="model file not found"):
-        with running_service(LOCAL_LLM, tmp_path, env={"LLM_MODEL_PATH": str(tmp_path / "nope.gguf")}, timeout=60):
-            pass
+    env = {"LLM_MODEL_PATH": str(tmp_path / "nope.gguf")}
+    with (
+        pytest.raises(ServiceStartError, match="model file not found"),
+        running_service(LOCAL_LLM, tmp_path, env=env, timeout=60),
+    ):
+        pass

@@ -58,7 +58,9 @@ async def fault_proxy(upstream: str, faults: Faults | None = None) -> AsyncItera
         with contextlib.suppress(ValueError):
             faults.client_messages.append(json.loads(body))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS | {"host"}}
-        async with session.request(request.method, upstream + request.path_qs, data=body, headers=headers) as up:
+        async with session.request(
+            request.method, upstream + request.path_qs, data=body, headers=headers
+        ) as up:
             resp = web.StreamResponse(status=up.status)
             for k, v in up.headers.items():
                 if k.lower() not in _HOP_HEADERS:
@@ -76,7 +78,9 @@ async def fault_proxy(upstream: str, faults: Faults | None = None) -> AsyncItera
         await client.prepare(request)
         if faults.ws_overloaded > 0:
             faults.ws_overloaded -= 1
-            await client.send_json({"type": "error", "code": "overloaded", "message": "injected by fault_proxy"})
+            await client.send_json(
+                {"type": "error", "code": "overloaded", "message": "injected by fault_proxy"}
+            )
             await client.close(code=1013)
             return client
         ws_url = "ws" + upstream[len("http") :] + request.path_qs

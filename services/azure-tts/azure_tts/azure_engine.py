@@ -11,14 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
 import azure.cognitiveservices.speech as speechsdk
 import numpy as np
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
-from tenacity import wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from .errors import EngineAuthError, EngineThrottledError, EngineTimeoutError, SynthesisError
 from .voices import VoiceInfo
@@ -32,10 +38,13 @@ OUTPUT_FORMATS = {
 # Azure voices are mastered close to full scale; a fixed gain keeps every streamed sample at or
 # below 80 % without waiting for a sentence's peak.
 HEADROOM_GAIN = 0.8
-_AUTH_CODES = {speechsdk.CancellationErrorCode.AuthenticationFailure, speechsdk.CancellationErrorCode.Forbidden}
+SDK_ALL_CHUNKS_TIMEOUT_MS = 120_000
+_AUTH_CODES = {
+    speechsdk.CancellationErrorCode.AuthenticationFailure,
+    speechsdk.CancellationErrorCode.Forbidden,
+}
 # Characters XML 1.0 cannot carry at all; the service would reject the whole SSML.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-_END = object()
 
 
 def build_ssml(
@@ -66,28 +75,45 @@ def build_ssml(
 
 
 def voice_language(voice: str) -> str:
-    """"fr-FR-DeniseNeural" -> "fr-FR"."""
+    """ "fr-FR-DeniseNeural" -> "fr-FR"."""
     parts = voice.split("-")
     return "-".join(parts[:2]) if len(parts) >= 3 else "en-US"
 
 
 @dataclass(eq=False)
 class _PooledSynthesizer:
-    """A SpeechSynthesizer kept with its open connection; `sink` receives the current request's audio."""
+    """A SpeechSynthesizer kept with its open connection; `sink` receives the current request's
+    audio pieces (bytes) and then its final result, in the order the SDK fires its events."""
 
     synthesizer: speechsdk.SpeechSynthesizer
-    sink: Callable[[bytes], None] | None = None
+    sink: Callable[[object], None] | None = None
     broken: bool = False
+    idle_since: float = 0.0
     _callbacks: list[object] = field(default_factory=list)
+    _connection: speechsdk.Connection | None = None
 
     def __post_init__(self) -> None:
-        def on_synthesizing(evt: speechsdk.SpeechSynthesisEventArgs) -> None:
-            sink = self.sink
-            if sink is not None:
+        def on_audio(evt: speechsdk.SpeechSynthesisEventArgs) -> None:
+            if (sink := self.sink) is not None:
                 sink(bytes(evt.result.audio_data))
 
-        self._callbacks.append(on_synthesizing)
-        self.synthesizer.synthesizing.connect(on_synthesizing)
+        def on_end(evt: speechsdk.SpeechSynthesisEventArgs) -> None:
+            if (sink := self.sink) is not None:
+                sink(evt.result)
+
+        def on_disconnected(_: object) -> None:
+            self.broken = True  # the service closed it (idle timeout): never reuse it
+
+        self._callbacks += [on_audio, on_end, on_disconnected]
+        self.synthesizer.synthesizing.connect(on_audio)
+        self.synthesizer.synthesis_completed.connect(on_end)
+        self.synthesizer.synthesis_canceled.connect(on_end)
+        self._connection = speechsdk.Connection.from_speech_synthesizer(self.synthesizer)
+        self._connection.disconnected.connect(on_disconnected)
+
+    def open(self) -> None:
+        assert self._connection is not None
+        self._connection.open(False)
 
 
 class AzureSpeechEngine:
@@ -107,10 +133,13 @@ class AzureSpeechEngine:
         first_byte_timeout_s: float = 10.0,
         chunk_timeout_s: float = 10.0,
         pool_size: int = 2,
+        pool_idle_s: float = 60.0,
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
         if not host and not (key and region):
-            raise ValueError("Azure Speech needs AZURE_SPEECH_HOST, or AZURE_SPEECH_KEY and AZURE_SPEECH_REGION")
+            raise ValueError(
+                "Azure Speech needs AZURE_SPEECH_HOST, or AZURE_SPEECH_KEY and AZURE_SPEECH_REGION"
+            )
         names = list(dict.fromkeys([default_voice, *voices]))
         self._infos = [VoiceInfo(name=n, engine=self.name, language=voice_language(n)) for n in names]
         self.default_voice = default_voice
@@ -120,6 +149,7 @@ class AzureSpeechEngine:
         self._first_byte_timeout_s = first_byte_timeout_s
         self._chunk_timeout_s = chunk_timeout_s
         self._pool_size = pool_size
+        self._pool_idle_s = pool_idle_s
         self._idle: dict[int, list[_PooledSynthesizer]] = {rate: [] for rate in OUTPUT_FORMATS}
         self._configs: dict[int, speechsdk.SpeechConfig] = {}
         self._on_retry = on_retry
@@ -141,31 +171,41 @@ class AzureSpeechEngine:
                 config = speechsdk.SpeechConfig(subscription=self._key, region=self._region)
             config.set_speech_synthesis_output_format(OUTPUT_FORMATS[sample_rate])
             config.set_property_by_name("SpeechSynthesis_MaxRetryTimes", "0")
-            config.set_property_by_name("SpeechSynthesis_FirstChunkTimeoutMs", str(int(self._first_byte_timeout_s * 1000)))
-            config.set_property_by_name("SpeechSynthesis_AllChunkTimeoutMs", str(int(self._chunk_timeout_s * 6000)))
+            config.set_property_by_name(
+                "SpeechSynthesis_FirstChunkTimeoutMs", str(int(self._first_byte_timeout_s * 1000))
+            )
+            # Backstops only: the waits in _AzureSpeech are the real bounds.
+            config.set_property_by_name("SpeechSynthesis_AllChunkTimeoutMs", str(SDK_ALL_CHUNKS_TIMEOUT_MS))
             self._configs[sample_rate] = config
         return self._configs[sample_rate]
 
     def _acquire(self, sample_rate: int) -> _PooledSynthesizer:
         idle = self._idle[sample_rate]
-        if idle:
-            return idle.pop()
+        now = time.monotonic()
+        while idle:
+            lease = idle.pop()
+            # Reuse only recent connections: the service closes idle ones, and a request sent into
+            # a socket it is closing waits for the SDK's first-chunk timeout.
+            if not lease.broken and now - lease.idle_since < self._pool_idle_s:
+                return lease
         synthesizer = speechsdk.SpeechSynthesizer(speech_config=self._config(sample_rate), audio_config=None)
         return _PooledSynthesizer(synthesizer=synthesizer)
 
     def _release(self, lease: _PooledSynthesizer, sample_rate: int) -> None:
         lease.sink = None
+        lease.idle_since = time.monotonic()
         idle = self._idle[sample_rate]
         if not lease.broken and len(idle) < self._pool_size:
             idle.append(lease)
 
     async def warm_up(self) -> None:
         """Open one connection ahead of the first request; a failure is logged, not fatal."""
+        if self._pool_size == 0:
+            return
         lease = self._acquire(24000)
-        connection = speechsdk.Connection.from_speech_synthesizer(lease.synthesizer)
         try:
-            await asyncio.wait_for(asyncio.to_thread(connection.open, False), self._first_byte_timeout_s)
-        except Exception as e:  # the fallback (or a later request) deals with an Azure that is down
+            await asyncio.wait_for(asyncio.to_thread(lease.open), self._first_byte_timeout_s)
+        except Exception as e:  # noqa: BLE001 - the fallback (or a later request) deals with a down Azure
             logger.warning("could not open a connection to Azure Speech at %s: %s", self.endpoint, e)
             return
         self._release(lease, 24000)
@@ -237,13 +277,15 @@ class AzureSpeechEngine:
 
 async def _stop(speech: _AzureSpeech) -> None:
     try:
-        await asyncio.wait_for(asyncio.to_thread(lambda: speech.lease.synthesizer.stop_speaking_async().get()), 5)
-    except Exception as e:
+        await asyncio.wait_for(
+            asyncio.to_thread(lambda: speech.lease.synthesizer.stop_speaking_async().get()), 5
+        )
+    except Exception as e:  # noqa: BLE001 - best effort: the synthesizer is dropped either way
         logger.debug("stop_speaking failed: %s", e)
 
 
 class _AzureSpeech:
-    """One `speak_ssml_async` call: audio pieces and the final result arrive on an asyncio queue."""
+    """One `speak_ssml_async` call: its audio pieces, then its result, arrive on an asyncio queue."""
 
     def __init__(self, *, lease: _PooledSynthesizer, sample_rate: int, engine: AzureSpeechEngine) -> None:
         self.lease = lease
@@ -253,7 +295,9 @@ class _AzureSpeech:
         self._engine = engine
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self._first: bytes | None = None
+        self._pending: list[bytes] = []
+        self._received = 0
+        self._carry = b""
 
     def _put(self, item: object) -> None:
         try:
@@ -263,24 +307,20 @@ class _AzureSpeech:
 
     def start(self, ssml: str) -> None:
         self.lease.sink = self._put
-        future = self.lease.synthesizer.speak_ssml_async(ssml)
-
-        def wait_result() -> None:
-            try:
-                self._put(future.get())
-            except Exception as e:
-                self._put(e)
-            self._put(_END)
-
-        self._loop.run_in_executor(None, wait_result)
+        try:
+            self.lease.synthesizer.speak_ssml_async(ssml)
+        except Exception as e:  # the SDK refused the call itself (bad state)
+            self.lease.broken = True
+            self.result_received = True
+            raise SynthesisError(f"Azure Speech SDK failed: {e}", engine="azure") from e
 
     async def wait_first(self, timeout: float) -> None:
-        self._first = await self._next(timeout, first=True)
+        if (first := await self._next(timeout, first=True)) is not None:
+            self._pending.append(first)
 
     async def next_piece(self, timeout: float) -> bytes | None:
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
+        if self._pending:
+            return self._pending.pop(0)
         if self.done:
             return None
         return await self._next(timeout, first=False)
@@ -289,25 +329,31 @@ class _AzureSpeech:
         while True:
             try:
                 item = await asyncio.wait_for(self._queue.get(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 what = "the first audio" if first else "more audio"
-                raise EngineTimeoutError(f"Azure Speech sent no {what} within {timeout:.0f} s", engine="azure") from None
+                raise EngineTimeoutError(
+                    f"Azure Speech sent no {what} within {timeout:.0f} s", engine="azure"
+                ) from None
             if isinstance(item, bytes):
-                if not item:
-                    continue
-                samples = np.frombuffer(item, dtype="<i2").astype(np.float32) * HEADROOM_GAIN
-                return samples.astype("<i2").tobytes()
-            if item is _END:
-                self.done = True
-                return None
-            if isinstance(item, Exception):
-                self.result_received = True
-                self.lease.broken = True
-                raise SynthesisError(f"Azure Speech SDK failed: {item}", engine="azure") from item
+                self._received += len(item)
+                if pcm := self._scale(item):
+                    return pcm
+                continue
+            assert isinstance(item, speechsdk.SpeechSynthesisResult)
             self._check_result(item)
+            self.done = True
+            # The result holds all the audio: anything the events did not deliver is sent now.
+            return self._scale(bytes(item.audio_data[self._received :])) or None
 
-    def _check_result(self, result: object) -> None:
-        assert isinstance(result, speechsdk.SpeechSynthesisResult)
+    def _scale(self, pcm: bytes) -> bytes:
+        """Apply the headroom gain; an odd byte waits for the next piece so samples stay aligned."""
+        data = self._carry + pcm
+        even = len(data) // 2 * 2
+        self._carry = data[even:]
+        samples = np.frombuffer(data[:even], dtype="<i2").astype(np.float32) * HEADROOM_GAIN
+        return samples.astype("<i2").tobytes()
+
+    def _check_result(self, result: speechsdk.SpeechSynthesisResult) -> None:
         self.result_received = True
         if result.reason != speechsdk.ResultReason.Canceled:
             return
@@ -319,7 +365,8 @@ class _AzureSpeech:
             raise EngineThrottledError(message, engine="azure")
         if code in _AUTH_CODES:
             raise EngineAuthError(
-                f"{message} (check AZURE_SPEECH_KEY and AZURE_SPEECH_REGION, or the container's key)", engine="azure"
+                f"{message} (check AZURE_SPEECH_KEY and AZURE_SPEECH_REGION, or the container's key)",
+                engine="azure",
             )
         if code == speechsdk.CancellationErrorCode.ServiceTimeout:
             raise EngineTimeoutError(message, engine="azure")

@@ -12,7 +12,6 @@ from pathlib import Path
 import onnxruntime
 from piper import PiperVoice
 from piper.config import PiperConfig, SynthesisConfig
-
 from sidecar_common.audio import float_to_pcm16, peak_normalize, resample
 
 from .errors import SynthesisError
@@ -86,7 +85,7 @@ class PiperEngine:
                         return
                     audio = resample(chunk.audio_float_array, chunk.sample_rate, sample_rate)
                     put(float_to_pcm16(peak_normalize(audio, peak=PEAK)))
-            except Exception as e:  # handed to the awaiting coroutine below
+            except Exception as e:  # noqa: BLE001 - re-raised by the awaiting coroutine below
                 put(e)
             finally:
                 put(_END)
@@ -101,7 +100,7 @@ class PiperEngine:
         finally:
             stop.set()  # a cancelled request stops after the sentence being synthesized
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -114,7 +113,9 @@ def _load_voice(path: Path, threads: int) -> PiperVoice:
     options.inter_op_num_threads = 1
     with open(config_path, encoding="utf-8") as f:
         config = PiperConfig.from_dict(json.load(f))
-    session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     return PiperVoice(session=session, config=config)
 
 
@@ -124,4 +125,3 @@ def _language(path: Path, voice: PiperVoice) -> str:
     if code:
         return str(code).replace("_", "-")
     return str(voice.config.espeak_voice)
-

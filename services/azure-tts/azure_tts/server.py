@@ -12,7 +12,6 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
-
 from sidecar_common.audio import wav_bytes
 from sidecar_common.http import HTTPMetrics, add_health_and_metrics, json_error
 
@@ -42,7 +41,9 @@ async def audio_frames(session: SpeechSession, chunks: list[str], sample_rate: i
 
 
 class AzureTTSServer:
-    def __init__(self, *, tts: TextToSpeech, max_text_chars: int, retry_after_s: int, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, *, tts: TextToSpeech, max_text_chars: int, retry_after_s: int, registry: CollectorRegistry
+    ) -> None:
         self.tts = tts
         self.max_text_chars = max_text_chars
         self.retry_after_s = retry_after_s
@@ -72,7 +73,10 @@ class AzureTTSServer:
         return web.json_response(
             {
                 "engine": self.tts.primary_engine,
-                "voices": [{"name": v.name, "engine": v.engine, "language": v.language} for v in self.tts.catalog.voices],
+                "voices": [
+                    {"name": v.name, "engine": v.engine, "language": v.language}
+                    for v in self.tts.catalog.voices
+                ],
                 "contexts": self.tts.catalog.contexts(),
             }
         )
@@ -100,7 +104,9 @@ class AzureTTSServer:
         except ValidationError as e:
             return json_error(400, "invalid_request", validation_message(e))
         options = SpeechOptions(sample_rate=req.sample_rate, rate=req.speed)
-        return await self._speak(request, req.input, voice=req.voice, options=options, wav=req.response_format == "wav")
+        return await self._speak(
+            request, req.input, voice=req.voice, options=options, wav=req.response_format == "wav"
+        )
 
     async def _speak(
         self, request: web.Request, text: str, *, voice: str | None, options: SpeechOptions, wav: bool
@@ -114,7 +120,11 @@ class AzureTTSServer:
             choice = self.tts.catalog.choose(voice=voice, context=options.context, language=options.language)
         except UnknownVoiceError as e:
             return json_error(400, "unknown_voice", str(e), valid_voices=e.valid)
-        headers = {"X-Sample-Rate": str(options.sample_rate), "X-Voice": choice.voice, "X-Engine": choice.engine}
+        headers = {
+            "X-Sample-Rate": str(options.sample_rate),
+            "X-Voice": choice.voice,
+            "X-Engine": choice.engine,
+        }
         if not text.strip():
             return _audio_response(b"", options.sample_rate, headers, wav=wav)
         if not self.tts.try_admit("http"):
@@ -139,7 +149,11 @@ class AzureTTSServer:
             self.tts.release()
 
     async def _stream_pcm(
-        self, request: web.Request, session: SpeechSession, options: SpeechOptions, frames: AsyncIterator[bytes]
+        self,
+        request: web.Request,
+        session: SpeechSession,
+        options: SpeechOptions,
+        frames: AsyncIterator[bytes],
     ) -> web.StreamResponse:
         response: web.StreamResponse | None = None
         try:
@@ -190,7 +204,11 @@ async def _json_body(request: web.Request) -> Any:
 
 
 def _headers(session: SpeechSession, options: SpeechOptions) -> dict[str, str]:
-    headers = {"X-Sample-Rate": str(options.sample_rate), "X-Voice": session.choice.voice, "X-Engine": session.choice.engine}
+    headers = {
+        "X-Sample-Rate": str(options.sample_rate),
+        "X-Voice": session.choice.voice,
+        "X-Engine": session.choice.engine,
+    }
     if session.fallback_reason:
         headers["X-Fallback-Reason"] = session.fallback_reason
     return headers

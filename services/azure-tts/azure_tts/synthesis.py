@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -24,9 +25,14 @@ logger = logging.getLogger("azure_tts.synthesis")
 
 class SpeechEngine(Protocol):
     name: str
+    default_voice: str
 
     @property
     def voices(self) -> list[VoiceInfo]: ...
+
+    async def warm_up(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
     def synthesize(
         self,
@@ -69,10 +75,14 @@ class TextToSpeech:
         self.catalog = catalog
         self.cache = cache
         self.metrics = metrics
-        self.fallback = fallback and "piper" in self.engines
+        self.fallback = fallback and "piper" in self.engines and catalog.primary_engine != "piper"
         self.max_concurrent = max_concurrent
         self._chunk_max_chars = chunk_max_chars
         self._active = 0
+
+    @property
+    def active(self) -> int:
+        return self._active
 
     @property
     def primary_engine(self) -> str:
@@ -108,15 +118,13 @@ class SpeechSession:
         self.fallback_reason: str | None = None
         self._started = time.perf_counter()
 
-    def restart_clock(self) -> None:
-        """Time to first byte counts from now (a websocket segment starts with its first chunk)."""
-        self._started = time.perf_counter()
-
     async def speak(self, text: str) -> AsyncIterator[bytes]:
         """16-bit mono PCM pieces for one text chunk."""
         choice, opts, metrics = self.choice, self.options, self._tts.metrics
         style = opts.style or choice.style
-        key = CacheKey(choice.engine, f"{choice.voice}|{style}|{opts.pitch}", opts.rate, opts.sample_rate, text)
+        key = CacheKey(
+            choice.engine, f"{choice.voice}|{style}|{opts.pitch}", opts.rate, opts.sample_rate, text
+        )
         cached = self._tts.cache.get(key)
         if cached is not None:
             metrics.cache_hits.labels(choice.engine).inc()
@@ -127,20 +135,22 @@ class SpeechSession:
         engine = self._tts.engines[choice.engine]
         pieces: list[bytes] = []
         start = time.perf_counter()
+        stream = engine.synthesize(
+            text,
+            voice=choice.voice,
+            sample_rate=opts.sample_rate,
+            rate=opts.rate,
+            pitch=opts.pitch,
+            style=style,
+            language=choice.language,
+        )
         try:
-            async for pcm in engine.synthesize(
-                text,
-                voice=choice.voice,
-                sample_rate=opts.sample_rate,
-                rate=opts.rate,
-                pitch=opts.pitch,
-                style=style,
-                language=choice.language,
-            ):
-                if not pieces:
-                    self._first_byte(choice.engine)
-                pieces.append(pcm)
-                yield pcm
+            async with aclosing(stream):
+                async for pcm in stream:
+                    if not pieces:
+                        self._first_byte(choice.engine)
+                    pieces.append(pcm)
+                    yield pcm
         except SynthesisError as e:
             metrics.errors.labels(choice.engine, e.code).inc()
             if self.committed or not self._tts.fallback or choice.engine == "piper":
@@ -148,10 +158,13 @@ class SpeechSession:
             logger.warning("%s failed before the first byte, falling back to piper: %s", choice.engine, e)
             metrics.fallbacks.labels(choice.engine, "piper", e.code).inc()
             self.fallback_reason = e.code
-            self.choice = self._tts.catalog.choose_for_engine("piper", context=opts.context, language=opts.language)
+            self.choice = self._tts.catalog.choose_for_engine(
+                "piper", context=opts.context, language=opts.language
+            )
             self.options = replace(opts, pitch=None, style=None)
-            async for pcm in self.speak(text):
-                yield pcm
+            async with aclosing(self.speak(text)) as fallback:
+                async for pcm in fallback:
+                    yield pcm
             return
         metrics.chunk_seconds.labels(choice.engine).observe(time.perf_counter() - start)
         metrics.characters.labels(choice.engine).inc(len(text))

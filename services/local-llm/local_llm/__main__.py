@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
-
 from sidecar_common.http import configure_logging
 
 from .settings import LocalLLMSettings, default_model_path
@@ -22,7 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)
     parser.add_argument("--model", default=settings.model_path, help="GGUF file (env LLM_MODEL_PATH)")
-    parser.add_argument("--threads", type=int, default=settings.threads, help="generation threads (env LLM_THREADS)")
+    parser.add_argument(
+        "--threads", type=int, default=settings.threads, help="generation threads (env LLM_THREADS)"
+    )
     parser.add_argument("--log-level", default=settings.log_level)
     args = parser.parse_args(argv)
     settings = settings.model_copy(
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("warmed up in %.2f s", model.warm_up())
 
     app = LocalLLMServer(model=model, settings=settings).build_app()
-    logger.info("Ready on http://%s:%d (max %d concurrent)", settings.host, settings.port, settings.max_concurrent)
+    logger.info(
+        "Ready on http://%s:%d (max %d concurrent)", settings.host, settings.port, settings.max_concurrent
+    )
     # handler_cancellation: a client that disconnects cancels its handler, which stops generation.
     web.run_app(app, host=settings.host, port=settings.port, print=None, handler_cancellation=True)
 

@@ -124,7 +124,9 @@ def _content_text(content: Any, where: str) -> str:
         for chunk in content:
             if isinstance(chunk, str):
                 parts.append(chunk)
-            elif isinstance(chunk, dict) and chunk.get("type") == "text" and isinstance(chunk.get("text"), str):
+            elif (
+                isinstance(chunk, dict) and chunk.get("type") == "text" and isinstance(chunk.get("text"), str)
+            ):
                 parts.append(chunk["text"])
             else:
                 kind = chunk.get("type") if isinstance(chunk, dict) else type(chunk).__name__
@@ -141,7 +143,10 @@ def _merge_same_role(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     merged: list[dict[str, str]] = []
     for m in messages:
         if merged and merged[-1]["role"] == m["role"]:
-            merged[-1] = {"role": m["role"], "content": "\n\n".join(filter(None, [merged[-1]["content"], m["content"]]))}
+            merged[-1] = {
+                "role": m["role"],
+                "content": "\n\n".join(filter(None, [merged[-1]["content"], m["content"]])),
+            }
         else:
             merged.append(dict(m))
     return merged

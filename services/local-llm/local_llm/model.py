@@ -8,7 +8,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from llama_cpp import Llama, LlamaRAMCache, LogitsProcessorList
 
 from .chat_request import ChatRequest
 
@@ -64,8 +66,6 @@ class GGUFChatModel:
         context_size: int,
         prompt_cache_mb: int,
     ) -> None:
-        from llama_cpp import Llama, LlamaRAMCache
-
         if not model_path.is_file():
             raise FileNotFoundError(f"model file not found: {model_path}")
         self.name = name
@@ -110,43 +110,44 @@ class GGUFChatModel:
         try:
             usage = _UsageCounter()
             try:
-                stream = self._llama.create_chat_completion(
-                    messages=request.messages,  # type: ignore[arg-type]
-                    stream=True,
-                    max_tokens=request.max_tokens,
-                    logits_processor=[usage],  # type: ignore[list-item]
-                    **request.sampling,
+                stream = cast(
+                    Iterator[dict[str, Any]],
+                    self._llama.create_chat_completion(
+                        messages=request.messages,  # type: ignore[arg-type]
+                        stream=True,
+                        max_tokens=request.max_tokens,
+                        logits_processor=LogitsProcessorList([usage]),
+                        **request.sampling,
+                    ),
                 )
             except ValueError as e:
                 raise _map_value_error(e) from None
-            finish_reason = "stop"
-            iterator = iter(stream)  # type: ignore[arg-type]
+            finished = False
             try:
                 while True:
                     try:
-                        chunk = next(iterator)
+                        # After the last chunk, this call saves the prompt cache, still under the lock.
+                        chunk = next(stream)
                     except StopIteration:
                         break
                     except ValueError as e:
                         raise _map_value_error(e) from None
                     choice = chunk["choices"][0]
-                    text = choice["delta"].get("content")
-                    if text:
+                    if text := choice["delta"].get("content"):
                         yield TokenDelta(text)
-                    if choice.get("finish_reason"):
-                        finish_reason = choice["finish_reason"]
-                        # Report before llama.cpp saves the prompt cache: the client needs nothing more.
-                        yield Finished(finish_reason, usage.prompt_tokens, usage.sampled)
-                        finish_reason = ""
+                    if choice.get("finish_reason") and not finished:
+                        finished = True
+                        yield Finished(choice["finish_reason"], usage.prompt_tokens, usage.sampled)
                     if cancelled.is_set():
-                        logger.info("generation cancelled after %d tokens", usage.sampled)
+                        if not finished:
+                            logger.info("generation cancelled after %d tokens", usage.sampled)
                         return
             finally:
-                close = getattr(iterator, "close", None)
+                close = getattr(stream, "close", None)
                 if close is not None:
                     close()
-            if finish_reason:
-                yield Finished(finish_reason, usage.prompt_tokens, usage.sampled)
+            if not finished:
+                yield Finished("stop", usage.prompt_tokens, usage.sampled)
         finally:
             self._lock.release()
 

@@ -13,12 +13,11 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 from sidecar_common.http import HTTPMetrics, add_health_and_metrics, json_error
 
 from .chat_request import ChatRequest, InvalidRequestError, parse_chat_request
@@ -41,11 +40,19 @@ class _ServiceMetrics:
         self.prompt_tokens = Counter("local_llm_prompt_tokens", "Prompt tokens evaluated", registry=registry)
         self.completion_tokens = Counter("local_llm_completion_tokens", "Tokens generated", registry=registry)
         self.streamed_tokens = Counter(
-            "local_llm_streamed_tokens", "Token chunks produced by the model, cancelled requests included", registry=registry
+            "local_llm_streamed_tokens",
+            "Token chunks produced by the model, cancelled requests included",
+            registry=registry,
         )
-        self.cancelled = Counter("local_llm_cancelled_requests", "Requests whose client went away", registry=registry)
-        self.rejected = Counter("local_llm_rejected_requests", "Requests refused", ["reason"], registry=registry)
-        self.active = Gauge("local_llm_active_requests", "Admitted requests (generating or waiting)", registry=registry)
+        self.cancelled = Counter(
+            "local_llm_cancelled_requests", "Requests whose client went away", registry=registry
+        )
+        self.rejected = Counter(
+            "local_llm_rejected_requests", "Requests refused", ["reason"], registry=registry
+        )
+        self.active = Gauge(
+            "local_llm_active_requests", "Admitted requests (generating or waiting)", registry=registry
+        )
 
 
 class LocalLLMServer:
@@ -164,11 +171,17 @@ class LocalLLMServer:
         model_name: str,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
         )
         await response.prepare(request)
 
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None, usage: dict[str, int] | None = None) -> bytes:
+        def chunk(
+            delta: dict[str, Any], finish_reason: str | None = None, usage: dict[str, int] | None = None
+        ) -> bytes:
             data: dict[str, Any] = {
                 "id": completion_id,
                 "object": "chat.completion.chunk",
@@ -234,7 +247,9 @@ class LocalLLMServer:
         self._metrics.prompt_tokens.inc(finished.prompt_tokens)
         self._metrics.completion_tokens.inc(finished.completion_tokens)
 
-    async def _generate(self, chat: ChatRequest, cancelled: threading.Event) -> AsyncIterator[TokenDelta | Finished]:
+    async def _generate(
+        self, chat: ChatRequest, cancelled: threading.Event
+    ) -> AsyncGenerator[TokenDelta | Finished, None]:
         """The model's blocking generator, iterated entirely in a worker thread, bridged to the loop."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -247,7 +262,9 @@ class LocalLLMServer:
 
         def produce() -> None:
             try:
-                for event in self._model.generate(chat, cancelled=cancelled, wait_s=self._settings.queue_timeout_s):
+                for event in self._model.generate(
+                    chat, cancelled=cancelled, wait_s=self._settings.queue_timeout_s
+                ):
                     if isinstance(event, TokenDelta):
                         self._metrics.streamed_tokens.inc()
                     put(event)

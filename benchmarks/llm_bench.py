@@ -1,0 +1,160 @@
+"""MistralLLM's overhead: time to first token against the raw `mistralai` SDK on the same endpoint.
+
+By default it starts the local GGUF service (SmolLM2-135M) on a free port; `--url` measures any
+Mistral-compatible server instead (`--api-key` for the cloud). Each repeat asks one new question
+through both paths, in alternating order so that neither always runs on a warmer server, and
+reports medians side by side, plus MistralLLM's time on a response-cache hit.
+
+    python benchmarks/llm_bench.py --repeats 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from mistralai.client import Mistral
+from rich.console import Console
+from rich.table import Table
+
+from eloquence.services import LOCAL_LLM, ServiceProcess, free_port
+from livekit.agents import APIConnectOptions, llm
+from providers.llm import MistralLLM
+
+SYSTEM = "You are a friendly English coach. Answer in one or two short sentences."
+QUESTIONS = [
+    "How do I order a coffee politely?",
+    "What is the difference between make and do?",
+    "How can I introduce myself at a meeting?",
+    "What does 'break the ice' mean?",
+    "How do I ask for directions to the station?",
+    "When do I use 'since' and 'for'?",
+    "How can I say no to an invitation nicely?",
+    "What should I say when I answer the phone at work?",
+    "How do I describe my weekend in the past tense?",
+    "What is a polite way to interrupt someone?",
+]
+NO_RETRY = APIConnectOptions(max_retry=0, timeout=30.0)
+
+
+def question(i: int) -> str:
+    return f"{QUESTIONS[i % len(QUESTIONS)]} (#{i})"
+
+
+async def raw_sdk_ttft(client: Mistral, model: str, text: str, max_tokens: int) -> float:
+    start = time.perf_counter()
+    ttft = None
+    stream = await client.chat.stream_async(
+        model=model,
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}],
+        temperature=0.2,
+        max_tokens=max_tokens,
+    )
+    async with stream:
+        async for event in stream:
+            content = event.data.choices[0].delta.content if event.data.choices else None
+            if ttft is None and isinstance(content, str) and content:
+                ttft = time.perf_counter() - start
+    if ttft is None:
+        raise RuntimeError("the raw stream produced no text")
+    return ttft
+
+
+async def provider_ttft(model: MistralLLM, text: str) -> float:
+    ctx = llm.ChatContext.empty()
+    ctx.add_message(role="system", content=SYSTEM)
+    ctx.add_message(role="user", content=text)
+    start = time.perf_counter()
+    ttft = None
+    async with model.chat(chat_ctx=ctx, conn_options=NO_RETRY) as stream:
+        async for chunk in stream:
+            if ttft is None and chunk.delta and chunk.delta.content:
+                ttft = time.perf_counter() - start
+    if ttft is None:
+        raise RuntimeError("MistralLLM produced no text")
+    return ttft
+
+
+async def run(url: str, api_key: str | None, model_name: str | None, repeats: int, max_tokens: int) -> None:
+    ours = MistralLLM(base_url=url, api_key=api_key, model=model_name, temperature=0.2, max_tokens=max_tokens,
+                      cache_size=0)
+    cached = MistralLLM(base_url=url, api_key=api_key, model=model_name, temperature=0.2, max_tokens=max_tokens)
+    # The raw baseline gets its own SDK client, configured as the SDK documents it.
+    raw = Mistral(api_key=api_key, server_url=ours.endpoint.server_url)
+    model = ours.model
+
+    # warm both paths (connections, the server's first-call setup)
+    await raw_sdk_ttft(raw, model, "Hello!", max_tokens)
+    await provider_ttft(ours, "Hello!")
+
+    raw_times: list[float] = []
+    our_times: list[float] = []
+    for i in range(repeats):
+        pair: list[tuple[list[float], Callable[[], Awaitable[float]]]] = [
+            (raw_times, lambda i=i: raw_sdk_ttft(raw, model, question(i), max_tokens)),
+            (our_times, lambda i=i: provider_ttft(ours, question(i))),
+        ]
+        for times, measure in pair if i % 2 == 0 else reversed(pair):
+            times.append(await measure())
+
+    await provider_ttft(cached, question(0))  # fills the cache
+    hit_times = [await provider_ttft(cached, question(0)) for _ in range(repeats)]
+
+    await ours.aclose()
+    await cached.aclose()
+
+    ms = lambda values: statistics.median(values) * 1000  # noqa: E731
+    table = Table(title=f"LLM time to first token, median of {repeats} ({ours.endpoint.server_url}, model {model})")
+    table.add_column("path")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("min ms", justify="right")
+    table.add_column("max ms", justify="right")
+    table.add_column("vs raw SDK", justify="right")
+    base = ms(raw_times)
+    for name, values in (("raw mistralai SDK", raw_times), ("MistralLLM", our_times), ("MistralLLM cache hit", hit_times)):
+        p50 = ms(values)
+        table.add_row(
+            name,
+            f"{p50:.1f}",
+            f"{min(values) * 1000:.1f}",
+            f"{max(values) * 1000:.1f}",
+            f"{p50 - base:+.1f} ms ({p50 / base:.2f}x)",
+        )
+    Console().print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="a running Mistral-compatible server (default: start the local LLM service)")
+    parser.add_argument("--api-key")
+    parser.add_argument("--model")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--max-tokens", type=int, default=24)
+    args = parser.parse_args()
+
+    if args.url:
+        asyncio.run(run(args.url, args.api_key, args.model, args.repeats, args.max_tokens))
+        return
+    service = ServiceProcess(
+        definition=LOCAL_LLM,
+        port=free_port(),
+        log_path=Path(tempfile.mkdtemp(prefix="llm-bench-")) / "llm.log",
+        env={"LLM_THREADS": "1", "LLM_BATCH_THREADS": "2"},
+    )
+    service.start()
+    try:
+        service.wait_healthy(120)
+        # the local service answers with whatever GGUF it loaded; the name is only a label
+        asyncio.run(run(service.url, None, args.model or "local", args.repeats, args.max_tokens))
+    finally:
+        service.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""`eloquence-azure-tts` / `python -m azure_tts --host H --port P`: load and warm the engines, then serve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from sidecar_common.http import configure_logging
+
+from .settings import AzureTTSSettings
+
+logger = logging.getLogger("azure_tts")
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = AzureTTSSettings()
+    parser = argparse.ArgumentParser(prog="eloquence-azure-tts", description=__doc__)
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument(
+        "--engine", choices=["auto", "azure", "piper"], default=settings.tts_engine, help="env TTS_ENGINE"
+    )
+    parser.add_argument("--log-level", default=settings.log_level)
+    args = parser.parse_args(argv)
+    settings = settings.model_copy(update={"host": args.host, "port": args.port, "tts_engine": args.engine})
+    configure_logging(args.log_level)
+    try:
+        app = build_app(settings)
+    except (OSError, ValueError) as e:
+        logger.error("cannot start azure-tts: %s", e)
+        sys.exit(2)
+    # handler_cancellation: a client that disconnects cancels its handler, which stops synthesis.
+    web.run_app(app, host=settings.host, port=settings.port, print=None, handler_cancellation=True)
+
+
+def build_app(settings: AzureTTSSettings) -> web.Application:
+    from .audio_cache import AudioCache
+    from .metrics import TTSMetrics
+    from .server import AzureTTSServer
+    from .synthesis import SpeechEngine, TextToSpeech
+    from .voices import VoiceCatalog
+
+    registry = CollectorRegistry()
+    metrics = TTSMetrics(registry)
+    primary = settings.primary_engine()
+    engines: dict[str, SpeechEngine] = {}
+    defaults: dict[str, str] = {}
+    if primary == "azure":
+        from .azure_engine import AzureSpeechEngine
+
+        azure = AzureSpeechEngine(
+            key=settings.azure_speech_key,
+            region=settings.azure_speech_region,
+            host=settings.azure_speech_host,
+            voices=settings.azure_voices,
+            default_voice=settings.azure_voice,
+            max_attempts=settings.azure_max_attempts,
+            retry_initial_s=settings.azure_retry_initial_s,
+            retry_max_s=settings.azure_retry_max_s,
+            first_byte_timeout_s=settings.azure_first_byte_timeout_s,
+            chunk_timeout_s=settings.azure_chunk_timeout_s,
+            pool_size=settings.tts_max_concurrent
+            if settings.azure_pool_size is None
+            else settings.azure_pool_size,
+            pool_idle_s=settings.azure_pool_idle_s,
+            on_retry=lambda reason: metrics.retries.labels("azure", reason).inc(),
+        )
+        engines["azure"], defaults["azure"] = azure, azure.default_voice
+        logger.info("Azure Speech at %s", azure.endpoint)
+    if settings.needs_piper():
+        from .piper_engine import PiperEngine, default_voice_path
+
+        start = time.perf_counter()
+        paths = [Path(settings.piper_voice) if settings.piper_voice else default_voice_path()]
+        piper = PiperEngine(
+            voice_paths=[*paths, *(Path(p) for p in settings.piper_extra_voices)],
+            threads=settings.piper_threads,
+            max_workers=settings.tts_max_concurrent,
+        )
+        engines["piper"], defaults["piper"] = piper, piper.default_voice
+        logger.info(
+            "loaded Piper %s in %.2f s", ", ".join(v.name for v in piper.voices), time.perf_counter() - start
+        )
+
+    catalog = VoiceCatalog(
+        primary_engine=primary,
+        voices=[v for engine in engines.values() for v in engine.voices],
+        default_voices=defaults,
+        contexts=settings.voice_contexts,
+    )
+    tts = TextToSpeech(
+        engines=engines,
+        catalog=catalog,
+        cache=AudioCache(max_bytes=settings.tts_cache_bytes),
+        metrics=metrics,
+        fallback=settings.tts_fallback,
+        max_concurrent=settings.tts_max_concurrent,
+        chunk_max_chars=settings.tts_chunk_max_chars,
+    )
+    server = AzureTTSServer(
+        tts=tts,
+        max_text_chars=settings.tts_max_text_chars,
+        retry_after_s=settings.tts_retry_after_s,
+        registry=registry,
+    )
+    app = server.build_app()
+
+    async def warm_up(_: web.Application) -> None:
+        for engine in engines.values():
+            start = time.perf_counter()
+            await engine.warm_up()
+            logger.info("warmed up %s in %.2f s", engine.name, time.perf_counter() - start)
+        server.ready = True
+        logger.info(
+            "Ready on http://%s:%d (engine %s, fallback %s, max %d concurrent)",
+            settings.host, settings.port, primary, "piper" if tts.fallback else "off", settings.tts_max_concurrent,
+        )  # fmt: skip
+
+    async def close(_: web.Application) -> None:
+        for engine in engines.values():
+            await engine.aclose()
+
+    app.on_startup.append(warm_up)
+    app.on_cleanup.append(close)
+    return app
+
+
+if __name__ == "__main__":
+    main()

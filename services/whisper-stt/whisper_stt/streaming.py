@@ -1,0 +1,258 @@
+"""One /v1/stream websocket session: webrtcvad segmentation, interims, finals and flush (see API.md).
+
+The receive loop only classifies audio and schedules work. Events leave through one ordered outbox,
+drained by a sender task: a final is a task in that outbox, so whatever comes after it (its
+`end_of_speech`, the next utterance's events) waits for it, and the order on the wire is always
+start_of_speech, interim*, final, end_of_speech. An interim that completes after its utterance was
+finalized is dropped. Closing the socket cancels everything the session started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soxr
+from aiohttp import WSCloseCode, WSMsgType, web
+from sidecar_common.audio import AudioFormatError, pcm16_to_float
+
+from whisper_stt.model import SAMPLE_RATE
+from whisper_stt.recognizer import SpeechRecognizer
+from whisper_stt.settings import WhisperSTTSettings
+from whisper_stt.transcription_queue import InterimShed, Overloaded, Priority
+from whisper_stt.vad import SpeechEnded, SpeechStarted, UtteranceSegmenter
+
+logger = logging.getLogger("whisper_stt.streaming")
+
+CLOSE_TRY_AGAIN_LATER = 1013
+_stream_ids = itertools.count(1)
+
+Event = dict[str, Any]
+
+
+class StreamError(Exception):
+    """Ends the session with an `error` event and a close code."""
+
+    def __init__(self, code: str, message: str, *, close_code: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.close_code = close_code
+
+
+@dataclass
+class _Utterance:
+    id: int
+    start_s: float
+    finalized: bool = False
+    interim_task: asyncio.Task[None] | None = None
+    next_interim_s: float = 0.0
+
+
+class StreamSession:
+    def __init__(
+        self,
+        *,
+        ws: web.WebSocketResponse,
+        recognizer: SpeechRecognizer,
+        settings: WhisperSTTSettings,
+        sample_rate: int,
+        language: str,
+    ) -> None:
+        self.ws = ws
+        self.recognizer = recognizer
+        self.settings = settings
+        self.sample_rate = sample_rate
+        self.language = language
+        self.stream_id = f"s{next(_stream_ids)}"
+        self._segmenter = UtteranceSegmenter(
+            aggressiveness=settings.whisper_vad_aggressiveness,
+            min_speech_ms=settings.whisper_min_speech_ms,
+            end_silence_ms=settings.whisper_end_silence_ms,
+            pre_speech_ms=settings.whisper_pre_speech_ms,
+            max_utterance_s=settings.whisper_max_utterance_s,
+        )
+        self._resampler = (
+            soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+            if sample_rate != SAMPLE_RATE
+            else None
+        )
+        self._interim_interval_s = settings.whisper_interim_interval_ms / 1000
+        self._utterance_ids = itertools.count(1)
+        self._utterance: _Utterance | None = None
+        self._outbox: asyncio.Queue[Event | asyncio.Task[Event]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def run(self) -> None:
+        """Serve until the client closes the socket (or overload closes it)."""
+        sender = asyncio.create_task(self._send_events(), name=f"{self.stream_id}-sender")
+        try:
+            async for msg in self.ws:
+                if sender.done():
+                    break
+                if msg.type == WSMsgType.BINARY:
+                    self._on_audio(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    self._on_text(msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    logger.info("%s: websocket error: %s", self.stream_id, self.ws.exception())
+                    break
+        finally:
+            # Closing the socket finalizes nothing: drop queued jobs and pending events.
+            for task in [*self._tasks, sender]:
+                task.cancel()
+            await asyncio.gather(*self._tasks, sender, return_exceptions=True)
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{self.stream_id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def _on_audio(self, data: bytes) -> None:
+        try:
+            samples = pcm16_to_float(data)
+        except AudioFormatError as e:
+            self._emit_error("invalid_audio", f"{e}; the frame was discarded")
+            return
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
+        for boundary in self._segmenter.push(samples):
+            if isinstance(boundary, SpeechStarted):
+                self._start_utterance(boundary.start_s)
+            elif isinstance(boundary, SpeechEnded):
+                self._finalize(boundary.audio, boundary.end_s, reason=boundary.reason)
+        self._maybe_interim()
+
+    def _on_text(self, data: str) -> None:
+        try:
+            message = json.loads(data)
+        except json.JSONDecodeError:
+            self._emit_error("invalid_message", "text frames must be JSON, like {\"type\":\"flush\"}")
+            return
+        if not isinstance(message, dict) or message.get("type") != "flush":
+            self._emit_error("invalid_message", "unknown message; the only one is {\"type\":\"flush\"}")
+            return
+        if self._segmenter.in_speech:
+            audio = self._segmenter.finish_utterance()
+            self._finalize(audio, self._segmenter.speech_end_s, reason="flush")
+        else:
+            # Nothing said since the last final: answer the flush with an empty one at once.
+            now = self._segmenter.stream_s
+            self._outbox.put_nowait(
+                self._event("final", next(self._utterance_ids), now, now, text="", language=self.language,
+                            avg_logprob=0.0, no_speech_prob=1.0, reason="flush")
+            )
+
+    # -- utterances ----------------------------------------------------------------------------
+
+    def _start_utterance(self, start_s: float) -> None:
+        utterance = _Utterance(next(self._utterance_ids), start_s)
+        utterance.next_interim_s = start_s + self._interim_interval_s
+        self._utterance = utterance
+        self._outbox.put_nowait(self._event("start_of_speech", utterance.id, start_s, self._segmenter.stream_s))
+
+    def _finalize(self, audio: np.ndarray, end_s: float, *, reason: str) -> None:
+        utterance = self._utterance
+        if utterance is None or utterance.finalized:
+            return
+        utterance.finalized = True
+        if utterance.interim_task is not None:
+            utterance.interim_task.cancel()
+        final = self._spawn(self._final_event(utterance, audio, end_s, reason), f"final-{utterance.id}")
+        self._outbox.put_nowait(final)
+        self._outbox.put_nowait(self._event("end_of_speech", utterance.id, utterance.start_s, end_s))
+
+    async def _final_event(self, utterance: _Utterance, audio: np.ndarray, end_s: float, reason: str) -> Event:
+        transcript = await self.recognizer.transcribe(
+            audio, priority=Priority.FINAL, language=self.language, stream_id=self.stream_id
+        )
+        return self._event(
+            "final",
+            utterance.id,
+            utterance.start_s,
+            end_s,
+            text=transcript.text,
+            language=transcript.language,
+            avg_logprob=round(transcript.avg_logprob, 4),
+            no_speech_prob=round(transcript.no_speech_prob, 4),
+            reason=reason,
+        )
+
+    def _maybe_interim(self) -> None:
+        utterance = self._utterance
+        if utterance is None or utterance.finalized or not self._segmenter.in_speech:
+            return
+        now = self._segmenter.stream_s
+        if now < utterance.next_interim_s:
+            return
+        if utterance.interim_task is not None and not utterance.interim_task.done():
+            return  # one interim in flight per stream: the next one waits for fresher audio
+        utterance.next_interim_s = now + self._interim_interval_s
+        audio = self._segmenter.utterance_audio()
+        utterance.interim_task = self._spawn(self._interim(utterance, audio, now), f"interim-{utterance.id}")
+
+    async def _interim(self, utterance: _Utterance, audio: np.ndarray, end_s: float) -> None:
+        try:
+            transcript = await self.recognizer.transcribe(
+                audio, priority=Priority.INTERIM, language=self.language, stream_id=self.stream_id
+            )
+        except InterimShed:
+            return
+        except Exception:
+            logger.exception("%s: interim failed", self.stream_id)
+            return
+        if utterance.finalized or not transcript.text:
+            return
+        self._outbox.put_nowait(self._event("interim", utterance.id, utterance.start_s, end_s, text=transcript.text))
+
+    # -- output --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(kind: str, utterance_id: int | None, start_s: float, end_s: float, **fields: Any) -> Event:
+        return {"type": kind, "utterance_id": utterance_id, "start_s": round(start_s, 3), "end_s": round(end_s, 3), **fields}
+
+    def _emit_error(self, code: str, message: str) -> None:
+        now = self._segmenter.stream_s
+        self._outbox.put_nowait(self._event("error", None, now, now, code=code, message=message))
+
+    async def _send_events(self) -> None:
+        while True:
+            item = await self._outbox.get()
+            if isinstance(item, asyncio.Task):
+                try:
+                    event = await item
+                except Overloaded as e:
+                    await self._close_with_error("overloaded", str(e), CLOSE_TRY_AGAIN_LATER)
+                    return
+                except Exception as e:
+                    logger.exception("%s: final failed", self.stream_id)
+                    await self._close_with_error("internal", f"transcription failed: {e}", WSCloseCode.INTERNAL_ERROR)
+                    return
+            else:
+                event = item
+            await self.ws.send_str(json.dumps(event))
+
+    async def _close_with_error(self, code: str, message: str, close_code: int) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            now = self._segmenter.stream_s
+            await self.ws.send_str(json.dumps(self._event("error", None, now, now, code=code, message=message)))
+            await self.ws.close(code=close_code, message=code.encode())
+
+
+async def reject_stream(ws: web.WebSocketResponse, error: StreamError) -> None:
+    """Refuse a stream right after the handshake: one `error` event, then close."""
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        event = {"type": "error", "utterance_id": None, "start_s": 0.0, "end_s": 0.0, "code": error.code,
+                 "message": str(error)}
+        await ws.send_str(json.dumps(event))
+        await ws.close(code=error.close_code, message=error.code.encode())
