@@ -1,9 +1,9 @@
 """MistralLLM's overhead: time to first token against the raw `mistralai` SDK on the same endpoint.
 
 By default it starts the local GGUF service (SmolLM2-135M) on a free port; `--url` measures any
-Mistral-compatible server instead (`--api-key` for the cloud). Each repeat asks one new question
-through both paths, in alternating order so that neither always runs on a warmer server, and
-reports medians side by side, plus MistralLLM's time on a response-cache hit.
+Mistral-compatible server instead (`--api-key` for the cloud). Each repeat asks each path its own new
+question, in alternating order so that neither always runs on a warmer server, and reports
+medians side by side, plus MistralLLM's time on a response-cache hit.
 
     python benchmarks/llm_bench.py --repeats 30
 """
@@ -13,18 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+from livekit.agents import APIConnectOptions, llm
 from mistralai.client import Mistral
 from rich.console import Console
 from rich.table import Table
 
 from eloquence.services import LOCAL_LLM, ServiceProcess, free_port
-from livekit.agents import APIConnectOptions, llm
 from providers.llm import MistralLLM
 
 SYSTEM = "You are a friendly English coach. Answer in one or two short sentences."
@@ -48,11 +47,12 @@ def question(i: int) -> str:
 
 
 async def raw_sdk_ttft(client: Mistral, model: str, text: str, max_tokens: int) -> float:
+    messages: list[Any] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
     start = time.perf_counter()
     ttft = None
     stream = await client.chat.stream_async(
         model=model,
-        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}],
+        messages=messages,
         temperature=0.2,
         max_tokens=max_tokens,
     )
@@ -82,9 +82,12 @@ async def provider_ttft(model: MistralLLM, text: str) -> float:
 
 
 async def run(url: str, api_key: str | None, model_name: str | None, repeats: int, max_tokens: int) -> None:
-    ours = MistralLLM(base_url=url, api_key=api_key, model=model_name, temperature=0.2, max_tokens=max_tokens,
-                      cache_size=0)
-    cached = MistralLLM(base_url=url, api_key=api_key, model=model_name, temperature=0.2, max_tokens=max_tokens)
+    ours = MistralLLM(
+        base_url=url, api_key=api_key, model=model_name, temperature=0.2, max_tokens=max_tokens, cache_size=0
+    )
+    cached = MistralLLM(
+        base_url=url, api_key=api_key, model=model_name, temperature=0.2, max_tokens=max_tokens
+    )
     # The raw baseline gets its own SDK client, configured as the SDK documents it.
     raw = Mistral(api_key=api_key, server_url=ours.endpoint.server_url)
     model = ours.model
@@ -96,12 +99,13 @@ async def run(url: str, api_key: str | None, model_name: str | None, repeats: in
     raw_times: list[float] = []
     our_times: list[float] = []
     for i in range(repeats):
-        pair: list[tuple[list[float], Callable[[], Awaitable[float]]]] = [
-            (raw_times, lambda i=i: raw_sdk_ttft(raw, model, question(i), max_tokens)),
-            (our_times, lambda i=i: provider_ttft(ours, question(i))),
-        ]
-        for times, measure in pair if i % 2 == 0 else reversed(pair):
-            times.append(await measure())
+        # A new question for each (the shared system prompt is the only prefix llama.cpp reuses),
+        # and alternate who goes first, so neither always meets the warmer server.
+        for path in ("raw", "ours") if i % 2 == 0 else ("ours", "raw"):
+            if path == "raw":
+                raw_times.append(await raw_sdk_ttft(raw, model, question(2 * i), max_tokens))
+            else:
+                our_times.append(await provider_ttft(ours, question(2 * i + 1)))
 
     await provider_ttft(cached, question(0))  # fills the cache
     hit_times = [await provider_ttft(cached, question(0)) for _ in range(repeats)]
@@ -109,16 +113,21 @@ async def run(url: str, api_key: str | None, model_name: str | None, repeats: in
     await ours.aclose()
     await cached.aclose()
 
-    ms = lambda values: statistics.median(values) * 1000  # noqa: E731
-    table = Table(title=f"LLM time to first token, median of {repeats} ({ours.endpoint.server_url}, model {model})")
+    table = Table(
+        title=f"LLM time to first token, median of {repeats} ({ours.endpoint.server_url}, model {model})"
+    )
     table.add_column("path")
     table.add_column("p50 ms", justify="right")
     table.add_column("min ms", justify="right")
     table.add_column("max ms", justify="right")
     table.add_column("vs raw SDK", justify="right")
-    base = ms(raw_times)
-    for name, values in (("raw mistralai SDK", raw_times), ("MistralLLM", our_times), ("MistralLLM cache hit", hit_times)):
-        p50 = ms(values)
+    base = _median_ms(raw_times)
+    for name, values in (
+        ("raw mistralai SDK", raw_times),
+        ("MistralLLM", our_times),
+        ("MistralLLM cache hit", hit_times),
+    ):
+        p50 = _median_ms(values)
         table.add_row(
             name,
             f"{p50:.1f}",
@@ -129,9 +138,17 @@ async def run(url: str, api_key: str | None, model_name: str | None, repeats: in
     Console().print(table)
 
 
+def _median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", help="a running Mistral-compatible server (default: start the local LLM service)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--url", help="a running Mistral-compatible server (default: start the local LLM service)"
+    )
     parser.add_argument("--api-key")
     parser.add_argument("--model")
     parser.add_argument("--repeats", type=int, default=30)
@@ -157,4 +174,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

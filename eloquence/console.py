@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 from typing import Any
@@ -168,19 +169,16 @@ async def _run(exercise_name: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    err = Console(stderr=True)
     try:
         find_devices()
     except NoSoundDeviceError as e:
-        err.print(f"[bold red]eloquence console:[/] {e}", highlight=False)
+        print(f"eloquence console: {e}", file=sys.stderr)
         return 1
     try:
         asyncio.run(_run(getattr(args, "exercise", None) or "default"))
     except KeyboardInterrupt:
         return 0
     except Exception as e:
-        err.print(f"[bold red]eloquence console:[/] {e}", highlight=False)
+        print(f"eloquence console: {e}", file=sys.stderr)
         return 1
     return 0

@@ -303,9 +303,7 @@ def _print_report(report: TalkReport, *, input_path: str) -> None:
 def _fail(message: str, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"error": message}))
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]eloquence talk:[/] {message}", highlight=False)
+    print(f"eloquence talk: {message}", file=sys.stderr)  # plain: no wrapping inside paths and URLs
     return 1
 
 

@@ -33,6 +33,7 @@ from livekit.agents import (
     stt,
     utils,
 )
+from livekit.agents.language import LanguageCode
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer, is_given
 
@@ -49,6 +50,8 @@ STREAM_CONNECT_OPTIONS = APIConnectOptions(max_retry=100, retry_interval=0.1, ti
 MAX_REPLAY_S = 60.0
 # Sidecar websocket error codes that a new connection may cure.
 RETRYABLE_WS_CODES = frozenset({"overloaded", "internal"})
+# The last flush's final may wait behind other streams' finals in the sidecar's queue.
+LAST_FINAL_TIMEOUT_S = 30.0
 
 
 def resolve_stt_url(base_url: str | None = None) -> str:
@@ -161,7 +164,7 @@ class WhisperSTT(stt.STT):
             request_id=request_id,
             alternatives=[
                 stt.SpeechData(
-                    language=result.get("language") or lang or "",
+                    language=LanguageCode(result.get("language") or lang or ""),
                     text=(result.get("text") or "").strip(),
                     start_time=0.0,
                     end_time=float(result.get("duration") or frame.duration),
@@ -214,6 +217,7 @@ class _ReplayBuffer:
     def __init__(self, *, max_samples: int) -> None:
         self._items: deque[tuple[int, bytes | None]] = deque()
         self._max_samples = max_samples
+        self._warned = False
         self.start = 0
         self.end = 0
 
@@ -221,10 +225,13 @@ class _ReplayBuffer:
         self._items.append((self.end, pcm))
         self.end += len(pcm) // 2
         if self.end - self.start > self._max_samples:
-            logger.warning(
-                "whisper-stt replay buffer full: a reconnect will re-send only the last %.0f s",
-                self._max_samples / SAMPLE_RATE,
-            )
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "no final for %.0f s: after a reconnect only the last %.0f s would be re-sent",
+                    (self.end - self.start) / SAMPLE_RATE,
+                    self._max_samples / SAMPLE_RATE,
+                )
             self.finalized(until=self.end - self._max_samples, answered_flush=False)
 
     def add_flush(self) -> None:
@@ -283,7 +290,7 @@ class SpeechStream(stt.RecognizeStream):
         try:
             await _first_of(send, receive)
             # input ended (end_input flushed): wait for that flush's final, then close
-            waiter = asyncio.create_task(asyncio.wait_for(answered.wait(), self._conn_options.timeout))
+            waiter = asyncio.create_task(asyncio.wait_for(answered.wait(), LAST_FINAL_TIMEOUT_S))
             try:
                 await _first_of(waiter, receive)
             except TimeoutError:
@@ -326,7 +333,7 @@ class SpeechStream(stt.RecognizeStream):
         while True:
             msg = await ws.receive()
             if msg.type == aiohttp.WSMsgType.TEXT:
-                self._on_event(json.loads(msg.data))
+                self._on_event(_event_of(msg.data))
                 if self._replay.pending_flushes == 0:
                     answered.set()
             elif msg.type == aiohttp.WSMsgType.ERROR:
@@ -385,7 +392,7 @@ class SpeechStream(stt.RecognizeStream):
 
     def _answers_flush(self, event: dict[str, Any], end: int) -> bool:
         if "reason" in event:  # the sidecar says why it finalized: "flush", "end_of_speech", ...
-            return event["reason"] == "flush"
+            return bool(event["reason"] == "flush")
         # a sidecar without `reason`: a flush final ends at or after the flush's position
         for pos, item in self._replay.items():
             if item is _FLUSH:
@@ -396,7 +403,7 @@ class SpeechStream(stt.RecognizeStream):
         start = (self._origin / SAMPLE_RATE) + float(event.get("start_s") or 0.0)
         end = (self._origin / SAMPLE_RATE) + float(event.get("end_s") or 0.0)
         return stt.SpeechData(
-            language=event.get("language") or self._opts.language or "",
+            language=LanguageCode(event.get("language") or self._opts.language or ""),
             text=text,
             start_time=start + self.start_time_offset,
             end_time=end + self.start_time_offset,
@@ -426,8 +433,18 @@ async def _first_of(main: asyncio.Task[Any], watched: asyncio.Task[Any]) -> None
     main.result()
 
 
+def _event_of(data: str) -> dict[str, Any]:
+    try:
+        event = json.loads(data)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise APIError(f"whisper-stt sent something that is not an event: {data[:200]!r}", retryable=False)
+    return event
+
+
 def _mono_pcm16(frame: rtc.AudioFrame) -> bytes:
     if frame.num_channels == 1:
         return frame.data.tobytes()
     samples = np.frombuffer(frame.data, dtype=np.int16).reshape(-1, frame.num_channels)
-    return samples.mean(axis=1).astype(np.int16).tobytes()
+    return bytes(samples.mean(axis=1).astype(np.int16).tobytes())

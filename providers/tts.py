@@ -120,7 +120,7 @@ class AzureTTS(tts.TTS):
         )
         self._streams = weakref.WeakSet[SynthesizeStream]()
         # sockets abandoned mid-segment, closed in the background so the sidecar stops at once
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[bool]] = set()
 
     @property
     def model(self) -> str:
@@ -373,7 +373,7 @@ class SynthesizeStream(tts.SynthesizeStream):
             if msg.type == aiohttp.WSMsgType.BINARY:
                 segment.push(msg.data)
             elif msg.type == aiohttp.WSMsgType.TEXT:
-                event = json.loads(msg.data)
+                event = _event_of(msg.data)
                 kind = event.get("type")
                 if kind == "sentence_end":
                     segment.flush()
@@ -392,3 +392,13 @@ class SynthesizeStream(tts.SynthesizeStream):
                 raise APIConnectionError("azure-tts websocket failed mid-segment") from ws.exception()
             else:  # CLOSE, CLOSING, CLOSED
                 raise APIConnectionError(f"azure-tts closed the websocket mid-segment (code {ws.close_code})")
+
+
+def _event_of(data: str) -> dict[str, Any]:
+    try:
+        event = json.loads(data)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise APIError(f"azure-tts sent something that is not an event: {data[:200]!r}", retryable=False)
+    return event

@@ -146,7 +146,11 @@ class RawMistral:
         self._client = Mistral(api_key=self.api_key, server_url=self.server_url)
 
     async def stream(
-        self, messages: list[dict[str, str]], *, on_first_sentence: asyncio.Future[LLMTiming] | None = None
+        self,
+        messages: list[dict[str, str]],
+        *,
+        on_first_sentence: asyncio.Future[LLMTiming] | None = None,
+        until_first_sentence: bool = False,
     ) -> LLMTiming:
         """Stream one reply to its end; `on_first_sentence` resolves as soon as a sentence is complete.
 
@@ -164,14 +168,18 @@ class RawMistral:
             reraise=True,
         ):
             with attempt:
-                return await self._stream_once(messages, start, on_first_sentence)
+                return await self._stream_once(messages, start, on_first_sentence, until_first_sentence)
         raise AssertionError("unreachable")
 
     def _count_retry(self, _: Any) -> None:
         self.retries += 1
 
     async def _stream_once(
-        self, messages: list[dict[str, str]], start: float, on_first_sentence: asyncio.Future[LLMTiming] | None
+        self,
+        messages: list[dict[str, str]],
+        start: float,
+        on_first_sentence: asyncio.Future[LLMTiming] | None,
+        until_first_sentence: bool,
     ) -> LLMTiming:
         t_first: float | None = None
         t_sentence: float | None = None
@@ -194,6 +202,8 @@ class RawMistral:
                         on_first_sentence.set_result(
                             LLMTiming(start, t_first, t_sentence, now, text, sentence)
                         )
+                    if until_first_sentence:
+                        break  # closing the stream stops the server's generation
         end = time.perf_counter()
         if t_first is None or not text.strip():
             raise RuntimeError("the LLM streamed no text")

@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
-STACK_STAGES = ("stt_final", "llm_ttft", "llm_first_sentence", "tts_first_audio", "e2e")
+STACK_STAGES = ("stt_final", "end_of_turn", "llm_ttft", "llm_first_sentence", "tts_first_audio", "e2e")
+"""The stages of a stack turn (the keys of `stages` and of `turns[].stages`), as `eloquence talk` names them."""
 STAGE_LABELS = {
     "stt_final": "STT: end of speech → final",
     "stt_flush_to_final": "STT: flush → final",
     "stt_transcribe": "STT: transcribe (raw)",
+    "end_of_turn": "end of speech → turn committed",
     "llm_ttft": "LLM: time to first token",
     "llm_first_sentence": "LLM: first sentence",
     "tts_first_audio": "TTS: first audio",
@@ -281,7 +283,7 @@ def write_chart(result: dict[str, Any], out_dir: Path) -> Path:
         _concurrency(axes[2], conc)
     m = result["machine"]
     fig.suptitle(f"eloquence bench · {m['cpu_model']} · {m['cores_logical']} cores", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     path = out_dir / "bench.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)

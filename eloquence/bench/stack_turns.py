@@ -16,7 +16,7 @@ from .corpus import Utterance
 from .pacing import PacingError
 from .quality import wer
 
-TALK_STAGES = {
+TALK_STAGES = {  # bench stage name -> TalkTimings attribute (same order as report.STACK_STAGES)
     "stt_final": "stt_final_ms",
     "end_of_turn": "end_of_turn_ms",
     "llm_ttft": "llm_ttft_ms",

@@ -217,7 +217,7 @@ def test_foreground_up_stops_everything(stack: dict[str, str], tmp_path: Path, s
     env = stack
     state_file = Path(env["ELOQUENCE_STATE_DIR"]) / "stack.json"
     up = subprocess.Popen(
-        [sys.executable, "-m", "eloquence", "up", "--only", "llm"],
+        [sys.executable, "-m", "eloquence", "up", "--only", "api"],  # no model: quick to start
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -226,19 +226,19 @@ def test_foreground_up_stops_everything(stack: dict[str, str], tmp_path: Path, s
     )
     try:
         deadline = time.monotonic() + UP_TIMEOUT_S
-        llm_health = f"http://127.0.0.1:{env['LOCAL_LLM_PORT']}/health"
-        while time.monotonic() < deadline and up.poll() is None and not check_health(llm_health)[0]:
+        api_health = f"http://127.0.0.1:{env['API_PORT']}/api/livekit/health"
+        while time.monotonic() < deadline and up.poll() is None and not check_health(api_health)[0]:
             time.sleep(0.2)
         assert up.poll() is None, up.stdout.read() if up.stdout else ""
         state = read_state(env)
-        assert state["supervisor_pid"] == up.pid and state["services"]["llm"]["health_url"] == llm_health
+        assert state["supervisor_pid"] == up.pid and state["services"]["api"]["health_url"] == api_health
         groups = recorded_groups(env)
         if stop_with == "ctrl-c":
             up.send_signal(signal.SIGINT)
         else:
             assert eloquence("down", env=env, cwd=tmp_path).returncode == 0
         assert up.wait(30) == 0
-        assert_no_process_left(groups, [int(env["LOCAL_LLM_PORT"])])
+        assert_no_process_left(groups, [int(env["API_PORT"])])
         assert not state_file.exists()
     finally:
         if up.poll() is None:

@@ -97,7 +97,7 @@ async def test_full_server_answers_429_with_retry_after(llm_service: ServiceProc
     long_request = {
         "model": "local",
         "messages": [{"role": "user", "content": LONG_PROMPT}],
-        "max_tokens": 200,
+        "max_tokens": 100,
         "temperature": 0,
         "stream": True,
     }

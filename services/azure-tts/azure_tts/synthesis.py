@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -25,7 +25,9 @@ logger = logging.getLogger("azure_tts.synthesis")
 
 class SpeechEngine(Protocol):
     name: str
-    default_voice: str
+
+    @property
+    def default_voice(self) -> str: ...
 
     @property
     def voices(self) -> list[VoiceInfo]: ...
@@ -44,7 +46,7 @@ class SpeechEngine(Protocol):
         pitch: str | None = None,
         style: str | None = None,
         language: str | None = None,
-    ) -> AsyncIterator[bytes]: ...
+    ) -> AsyncGenerator[bytes, None]: ...
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ class SpeechSession:
         self.fallback_reason: str | None = None
         self._started = time.perf_counter()
 
-    async def speak(self, text: str) -> AsyncIterator[bytes]:
+    async def speak(self, text: str) -> AsyncGenerator[bytes, None]:
         """16-bit mono PCM pieces for one text chunk."""
         choice, opts, metrics = self.choice, self.options, self._tts.metrics
         style = opts.style or choice.style

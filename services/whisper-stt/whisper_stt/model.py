@@ -21,8 +21,13 @@ logger = logging.getLogger("whisper_stt.model")
 SAMPLE_RATE = 16000
 _FRAMES_PER_SECOND = 100  # log-mel frames (hop of 160 samples at 16 kHz)
 _FULL_WINDOW_FRAMES = 3000  # the 30 s window every stock pass pads to
-# Each fallback pass reuses the encoder output, so it only costs a decode.
-DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# Each fallback pass reuses the encoder output, so it only costs a decode; three steps, not
+# faster-whisper's six, because a final is on the critical path of a turn.
+DEFAULT_TEMPERATURES = (0.0, 0.4, 0.8)
+# Bounds a decoder loop: fast speech is under 5 tokens a second, timestamps included.
+_MAX_TOKENS_PER_SECOND = 8
+_MAX_TOKENS_SLACK = 16
+_MAX_NEW_TOKENS = 440  # the model's 448 minus room for the start-of-transcript prompt
 
 
 def longest_repeat(tokens: list[str], *, max_ngram: int = 4) -> int:
@@ -38,12 +43,15 @@ def longest_repeat(tokens: list[str], *, max_ngram: int = 4) -> int:
     return best
 
 
-def is_degenerate(transcript: Transcript, *, compression_ratio_threshold: float = 2.4, repeat_max: int = 4) -> bool:
-    """Decoder loops, the known failure of a short encoder window: 'Stop stop stop ...', '. . . .'."""
-    return any(
-        s.compression_ratio > compression_ratio_threshold or longest_repeat(s.text.split()) >= repeat_max
-        for s in transcript.segments
-    )
+def is_degenerate(transcript: Transcript, *, repeat_max: int = 4, max_words_per_second: float = 6.0) -> bool:
+    """Decoder loops, the known failure of a short encoder window: 'Stop stop stop ...', 'Yes? . . . .'.
+
+    Judged against the audio, not the text alone: legitimately repeated speech keeps a speaking rate.
+    """
+    words = transcript.text.split()
+    if len(words) > max(3.0, transcript.duration * max_words_per_second):
+        return True
+    return any(longest_repeat(s.text.split()) >= repeat_max for s in transcript.segments)
 
 
 class UnsupportedLanguageError(ValueError):
@@ -205,6 +213,9 @@ class WhisperTranscriber:
                 condition_on_previous_text=False,
                 without_timestamps=not timestamps,
                 vad_filter=False,
+                max_new_tokens=min(
+                    _MAX_NEW_TOKENS, int(len(audio) / SAMPLE_RATE * _MAX_TOKENS_PER_SECOND) + _MAX_TOKENS_SLACK
+                ),
             )
             # The generator does the decoding: drain it here, in this thread.
             result = tuple(
