@@ -307,9 +307,22 @@ def _fail(message: str, *, as_json: bool) -> int:
     return 1
 
 
+class _OneLineFormatter(logging.Formatter):
+    """A log line per record, the exception summarised on it: a CLI user gets no traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            line += f" ({type(exc).__name__}: {exc})"
+        return line
+
+
 def _quiet_logs() -> None:
-    """Warnings and errors only, on stderr: stdout carries the report."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    """Warnings and errors only, one line each, on stderr: stdout carries the report."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     for name in ("livekit", "livekit.agents", "eloquence", "providers"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -328,6 +341,16 @@ def _check_running(settings: AppSettings) -> dict[str, str]:
                 raise TalkError(f"{name} is not answering at {target.health_url} ({detail}); start it with `eloquence up`")
         urls[name] = target.url
     return urls
+
+
+async def _cli_turn(args: argparse.Namespace, exercise: Exercise, settings: AppSettings) -> TalkReport:
+    def quiet_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # a failed session leaves framework tasks whose errors were already reported as one line
+        exc = context.get("exception")
+        logger.debug("%s%s", context.get("message"), f" ({type(exc).__name__}: {exc})" if exc else "")
+
+    asyncio.get_running_loop().set_exception_handler(quiet_handler)
+    return await run_talk_turn(audio=args.input, exercise=exercise, settings=settings, output_path=args.output)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -358,9 +381,7 @@ def main(args: argparse.Namespace) -> int:
                     **({"local_llm_url": urls["llm"]} if not (settings.mistral_api_key or settings.mistral_base_url) else {}),
                 }
             )
-            report = asyncio.run(
-                run_talk_turn(audio=args.input, exercise=exercise, settings=settings, output_path=args.output)
-            )
+            report = asyncio.run(_cli_turn(args, exercise, settings))
     except (TalkError, ServiceStartError, ServiceUnavailableError, WavFormatError, OSError) as e:
         return _fail(str(e), as_json=as_json)
     except KeyboardInterrupt:

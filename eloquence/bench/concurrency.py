@@ -42,6 +42,7 @@ class LevelResult:
             "errors": len(self.errors),
             "error_samples": sorted({t.error for t in self.errors if t.error})[:5],
             "llm_retries": self.resources.get("llm_retries", 0),
+            "tts_retries": sum(t.tts_retries for t in self.turns),
             "wall_s": round(self.wall_s, 1),
             "stages": stage_stats(ok, LOOP_STAGES),
             "resources": {k: v for k, v in self.resources.items() if k != "llm_retries"},

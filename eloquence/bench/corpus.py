@@ -59,8 +59,10 @@ QUESTIONS: tuple[str, ...] = (
     "What exercise helps with projecting my voice without shouting?",
     "How do I handle someone who keeps interrupting me in meetings?",
     "Should I memorize my speech word for word or just use notes?",
-    "Next month I am giving the opening talk at our company offsite in front of two hundred people "
-    "and whenever I rehearse it I speed up and forget to breathe, what can I do about that?",
+    (
+        "Next month I am giving the opening talk at our company offsite in front of two hundred people "
+        "and whenever I rehearse it I speed up and forget to breathe, what can I do about that?"
+    ),
 )
 
 # (first part, second part, pause in ms between the last sound of one and the first of the other)

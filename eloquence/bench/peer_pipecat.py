@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-
 from pacing import PacedStream, is_loud_pcm16  # this directory is sys.path[0]
 
 TURN_TIMEOUT_S = 60.0

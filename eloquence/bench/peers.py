@@ -86,7 +86,7 @@ def ensure_peers_venv(root: Path, *, log: Any = print) -> PeersVenv:
 
 def _run(argv: list[str], what: str) -> None:
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         raise PeerUnavailable(f"could not {what}: timed out after {INSTALL_TIMEOUT_S} s") from None
     if proc.returncode != 0:
@@ -231,14 +231,14 @@ async def run_pipecat_loop(venv: PeersVenv, job: dict[str, Any], work_dir: Path,
     job_path.write_text(json.dumps(job))
     log_path = work_dir / "pipecat.log"
     script = Path(__file__).with_name("peer_pipecat.py")
-    with open(log_path, "wb") as log:
+    with log_path.open("wb") as log:  # opening a local file does not block the loop for long
         proc = await asyncio.create_subprocess_exec(
             str(venv.python), str(script), str(job_path), stdout=asyncio.subprocess.PIPE, stderr=log,
             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "LOGURU_LEVEL": "INFO"},
         )
         try:
             stdout, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()

@@ -116,8 +116,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# eloquence bench",
         "",
-        f"{result['created']} · {m['cpu_model']} · {m['cores_logical']} cores · load average at start "
-        f"{m['load_average']} · {'quick' if result['quick'] else 'full'} run",
+        (
+            f"{result['created']} · {m['cpu_model']} · {m['cores_logical']} cores · load average at start "
+            f"{m['load_average']} · {'quick' if result['quick'] else 'full'} run"
+        ),
         "",
         "Models: " + ", ".join(f"{k}: {v.get('name')}" for k, v in result["models"].items()),
         "",
@@ -126,9 +128,14 @@ def markdown(result: dict[str, Any]) -> str:
         q = result.get("quality", {})
         lines += _stage_table(f"Stack turns (AgentSession, {len(result.get('turns', []))} turns)", result["stages"])
         fe = q.get("false_endpoints", {})
-        lines += [f"WER mean {q.get('wer_mean')} · false endpoints {fe.get('count')}/{fe.get('n')} "
-                  f"(rate {fe.get('rate')}) beside e2e p50 {_fmt(result['stages'].get('e2e', {}).get('p50_ms'))} ms",
-                  ""]
+        e2e_p50 = _fmt(result["stages"].get("e2e", {}).get("p50_ms"))
+        lines += [
+            (
+                f"WER mean {q.get('wer_mean')} · false endpoints {fe.get('count')}/{fe.get('n')} "
+                f"(rate {fe.get('rate')}) beside e2e p50 {e2e_p50} ms"
+            ),
+            "",
+        ]
     elif result.get("stack_status"):
         lines += [f"Stack turns: {result['stack_status']}", ""]
     loop = result.get("sidecar_loop", {})
@@ -158,12 +165,13 @@ def markdown(result: dict[str, Any]) -> str:
     conc = result.get("concurrency", {})
     if conc:
         lines += ["### Concurrency (sidecar loop, audio paced in real time)", "",
-                  "| sessions | turns | errors | STT final p50/p95 ms | e2e p50/p95 ms | system CPU % |",
-                  "|---|---|---|---|---|---|"]
+                  "| sessions | turns | errors | retries LLM/TTS | STT final p50/p95 ms | e2e p50/p95 ms | system CPU % |",
+                  "|---|---|---|---|---|---|---|"]
         for n, level in conc.items():
             st = level["stages"]
             lines.append(
-                f"| {n} | {level['turns']} | {level['errors']} | {_fmt(st['stt_final']['p50_ms'])} / "
+                f"| {n} | {level['turns']} | {level['errors']} | {level.get('llm_retries', 0)}/{level.get('tts_retries', 0)} "
+                f"| {_fmt(st['stt_final']['p50_ms'])} / "
                 f"{_fmt(st['stt_final']['p95_ms'])} | {_fmt(st['e2e']['p50_ms'])} / {_fmt(st['e2e']['p95_ms'])} | "
                 f"{level['resources'].get('system_cpu_percent_mean')} |")
         lines += ["", "| sessions | service | CPU % mean | RSS MiB start → max |", "|---|---|---|---|"]

@@ -7,7 +7,7 @@ import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -95,7 +95,7 @@ class ResourceMonitor:
                 out[name] = sum(p.memory_info().rss for p in _family(psutil.Process(usage.pid))) / 2**20
         return out
 
-    async def __aenter__(self) -> ResourceMonitor:
+    async def __aenter__(self) -> Self:
         self.started = time.perf_counter()
         self._task = asyncio.create_task(self._run())
         return self

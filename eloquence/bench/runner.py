@@ -301,7 +301,7 @@ class Bench:
                 turns.append(turn)
                 self.progress.advance(task)
             info.update(status="ok", turns=turns, **_peer_stats(turns, ("stt_final", "stt_flush_to_final")))
-        except (PeerUnavailable, OSError, RuntimeError, asyncio.TimeoutError) as e:
+        except (TimeoutError, PeerUnavailable, OSError, RuntimeError) as e:
             info.update(status="unavailable", reason=f"{type(e).__name__}: {e}")
         finally:
             server.stop()
@@ -323,7 +323,7 @@ class Bench:
                 self.progress.advance(task)
             info.update(status="ok", stages={"tts_first_audio": rep.summarize(samples)},
                         samples_ms={"tts_first_audio": _r(samples)})
-        except (PeerUnavailable, OSError, RuntimeError, asyncio.TimeoutError) as e:
+        except (TimeoutError, PeerUnavailable, OSError, RuntimeError) as e:
             info.update(status="unavailable", reason=f"{type(e).__name__}: {e}")
         finally:
             server.stop()
@@ -370,7 +370,7 @@ class Bench:
         started = time.perf_counter()
         self.result.update(
             schema="eloquence-bench/1",
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             quick=opts.quick,
             machine=rep.machine_info(),
             notes=[],

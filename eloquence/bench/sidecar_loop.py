@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from .corpus import Utterance
 from .pacing import PacedStream, SilenceEndpointer, is_loud_pcm16
@@ -28,8 +29,21 @@ from .raw_engines import LLMTiming
 TURN_TIMEOUT_S = 60.0
 
 
+OVERLOAD_RETRY_S = 1.0
+"""The sidecars' Retry-After; a shed request is retried before its first byte, as the providers do."""
+OVERLOAD_BUDGET_S = 30.0
+
+
 class SidecarError(RuntimeError):
     """A sidecar answered with an error event or status; the message carries its code."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _overloaded(e: BaseException) -> bool:
+    return isinstance(e, SidecarError) and e.code == "overloaded"
 
 
 def llm_messages(text: str, *, exercise: str = "default", language: str = "en") -> list[dict[str, str]]:
@@ -81,7 +95,8 @@ async def stream_stt(
                 event = json.loads(msg.data)
                 kind = event.get("type")
                 if kind == "error":
-                    raise SidecarError(f"whisper-stt: {event.get('code')}: {event.get('message')}")
+                    raise SidecarError(f"whisper-stt: {event.get('code')}: {event.get('message')}",
+                                       code=event.get("code"))
                 if kind == "final":
                     finals.append((time.perf_counter(), str(event.get("text", "")).strip()))
                     if t_flush is not None:
@@ -129,7 +144,7 @@ async def tts_first_audio(
             elif msg.type == aiohttp.WSMsgType.TEXT:
                 event = json.loads(msg.data)
                 if event.get("type") == "error":
-                    raise SidecarError(f"azure-tts: {event.get('code')}: {event.get('message')}")
+                    raise SidecarError(f"azure-tts: {event.get('code')}: {event.get('message')}", code=event.get("code"))
                 if event.get("type") == "segment_end":
                     break
             else:
@@ -168,11 +183,12 @@ class LoopTurn:
     reply: str = ""
     error: str | None = None
     pacing_lead_ms: float = 0.0
+    tts_retries: int = 0
 
     def describe(self) -> dict[str, Any]:
         return {"utterance_id": self.utterance_id, "stages": {k: round(v, 2) for k, v in self.stages.items()},
                 "transcript": self.transcript, "reply": self.reply, "error": self.error,
-                "pacing_lead_ms": round(self.pacing_lead_ms, 2)}
+                "pacing_lead_ms": round(self.pacing_lead_ms, 2), "tts_retries": self.tts_retries}
 
 
 LOOP_STAGES = ("stt_final", "stt_flush_to_final", "llm_ttft", "llm_first_sentence", "tts_first_audio", "e2e")
@@ -203,7 +219,13 @@ async def sidecar_turn(
         if not first.done():
             await reply_task  # raises the LLM's error
         timing = first.result()
-        t_audio = await tts_first_audio(session, urls["azure-tts"], timing.first_sentence, sample_rate=tts_sample_rate)
+        t_audio = 0.0
+        async for attempt in AsyncRetrying(retry=retry_if_exception(_overloaded), wait=wait_fixed(OVERLOAD_RETRY_S),
+                                           stop=stop_after_delay(OVERLOAD_BUDGET_S), reraise=True):
+            with attempt:
+                turn.tts_retries = attempt.retry_state.attempt_number - 1
+                t_audio = await tts_first_audio(session, urls["azure-tts"], timing.first_sentence,
+                                                sample_rate=tts_sample_rate)
         full = await reply_task
     finally:
         reply_task.cancel()

@@ -188,7 +188,7 @@ def test_port_in_use_names_the_service_and_its_log(stack: dict[str, str], tmp_pa
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         env["WHISPER_STT_PORT"] = str(squatter.getsockname()[1])
-        up = eloquence("up", "--detach", env=env, cwd=tmp_path)
+        up = eloquence("up", "--detach", "--only", "whisper-stt", "azure-tts", env=env, cwd=tmp_path)
     assert up.returncode == 1
     assert f"whisper-stt: port {env['WHISPER_STT_PORT']} is already in use" in up.stdout
     assert (
@@ -197,6 +197,7 @@ def test_port_in_use_names_the_service_and_its_log(stack: dict[str, str], tmp_pa
     )
     # Nothing was started for the others either.
     assert not (Path(env["ELOQUENCE_STATE_DIR"]) / "stack.json").exists()
+    assert not port_in_use(int(env["AZURE_TTS_PORT"]))
 
 
 def test_a_service_that_fails_to_start_is_named_with_its_log(stack: dict[str, str], tmp_path: Path) -> None:

@@ -78,8 +78,9 @@ async def test_a_full_spoken_turn_through_the_talk_command(stack: dict[str, str]
     question = tmp_path / "question.wav"
     question.write_bytes(to_wav(np.concatenate([silence(0.3), speak(QUESTION_TEXT), silence(0.2)])))
     out = tmp_path / "reply.wav"
+    # a short reply keeps the test quick; the cap is a setting like any other
     result = _talk(str(question), "-o", str(out), "--exercise", "confidence_boost", "--json", "--no-start",
-                   env=_env(stack))
+                   env=_env(stack, ELOQUENCE_LLM_MAX_TOKENS="40"))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
 
@@ -99,6 +100,7 @@ async def test_a_full_spoken_turn_through_the_talk_command(stack: dict[str, str]
     assert rate == report["output_sample_rate"]
     reply_audio = audio[int(report["reply_offset_s"] * rate):]
     assert len(reply_audio) / rate > 0.5
+    reply_audio = reply_audio[: 6 * rate]  # the first seconds are enough to hear words
     buf = io.BytesIO()
     sf.write(buf, reply_audio, rate, format="WAV", subtype="PCM_16")
     heard = await _transcribe(stack["WHISPER_STT_URL"], buf.getvalue())
@@ -179,6 +181,14 @@ def test_a_dead_sidecar_is_a_clear_error(stack: dict[str, str]) -> None:
     result = _talk(str(QUESTION_WAV), "--no-start", env=_env({**stack, "WHISPER_STT_URL": dead}))
     assert result.returncode == 1
     assert "whisper-stt is not answering" in result.stderr and dead in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_sidecar_that_breaks_mid_session_is_a_clear_error(stack: dict[str, str]) -> None:
+    # healthy at /health, but it is not a TTS: the greeting's synthesis fails inside the session
+    result = _talk(str(QUESTION_WAV), "--no-start", env=_env({**stack, "AZURE_TTS_URL": stack["WHISPER_STT_URL"]}))
+    assert result.returncode == 1
+    assert "eloquence talk: the session failed" in result.stderr and "azure-tts" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from livekit import rtc
 from fakes.mistral_server import FakeMistralServer, Reply
+from livekit import rtc
 from livekit.agents import APIConnectOptions, llm, stt, tts
 from support.services import running_service
 from support.speech import pcm16_to_float, silence, speak, to_pcm16, transcribe, wer

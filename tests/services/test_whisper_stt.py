@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ import numpy as np
 import pytest
 from support.services import running_service
 from support.speech import silence, speak, to_pcm16, to_wav, wer
-
-from eloquence.services import WHISPER_STT, ServiceProcess
 from whisper_stt.model import Transcript, TranscriptSegment, WhisperTranscriber, is_degenerate
 from whisper_stt.noise_filter import NoiseFilter
 from whisper_stt.settings import WhisperSTTSettings
+from whisper_stt.transcription_queue import InterimShed, Overloaded, Priority, TranscriptionQueue
+
+from eloquence.services import WHISPER_STT, ServiceProcess
 
 SENTENCES = [
     "Good morning, I would like to practice my presentation today.",
@@ -44,14 +46,24 @@ def whisper(service_log_dir: Path) -> Iterator[ServiceProcess]:
 @pytest.fixture(scope="module")
 def whisper_tiny_queue(service_log_dir: Path) -> Iterator[ServiceProcess]:
     # No interims here: only the jobs a test makes occupy the one worker and the one queue slot.
-    env = {**SERVICE_ENV, "WHISPER_QUEUE_SIZE": "1", "WHISPER_RETRY_AFTER_S": "2", "WHISPER_INTERIM_INTERVAL_MS": "600000"}
+    env = {
+        **SERVICE_ENV,
+        "WHISPER_QUEUE_SIZE": "1",
+        "WHISPER_RETRY_AFTER_S": "2",
+        "WHISPER_INTERIM_INTERVAL_MS": "600000",
+        "WHISPER_MAX_STREAMS": "2",
+    }
     with running_service(WHISPER_STT, service_log_dir / "tiny-queue", env=env) as service:
         yield service
 
 
 def utterance(text: str, *, lead_s: float = 0.5, tail_s: float = 1.0, sample_rate: int = 16000) -> np.ndarray:
     return np.concatenate(
-        [silence(lead_s, sample_rate=sample_rate), speak(text, sample_rate=sample_rate), silence(tail_s, sample_rate=sample_rate)]
+        [
+            silence(lead_s, sample_rate=sample_rate),
+            speak(text, sample_rate=sample_rate),
+            silence(tail_s, sample_rate=sample_rate),
+        ]
     )
 
 
@@ -73,19 +85,27 @@ async def health(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         return await response.json()  # type: ignore[no-any-return]
 
 
-async def receive_until(ws: aiohttp.ClientWebSocketResponse, stop: str, *, timeout: float = 30.0) -> list[dict[str, Any]]:
+async def receive_until(
+    ws: aiohttp.ClientWebSocketResponse, stop: str, *, timeout: float = 30.0
+) -> list[dict[str, Any]]:
     """Events up to and including the first of type `stop`."""
     events: list[dict[str, Any]] = []
     while True:
         msg = await ws.receive(timeout=timeout)
-        assert msg.type == aiohttp.WSMsgType.TEXT, f"expected an event, got {msg.type} {msg.data!r} after {events}"
+        assert msg.type == aiohttp.WSMsgType.TEXT, (
+            f"expected an event, got {msg.type} {msg.data!r} after {events}"
+        )
         events.append(json.loads(msg.data))
         if events[-1]["type"] == stop:
             return events
 
 
 async def send_audio(
-    ws: aiohttp.ClientWebSocketResponse, audio: np.ndarray, *, sample_rate: int = 16000, chunk_s: float = 0.1,
+    ws: aiohttp.ClientWebSocketResponse,
+    audio: np.ndarray,
+    *,
+    sample_rate: int = 16000,
+    chunk_s: float = 0.1,
     realtime: float | None = None,
 ) -> None:
     """Send PCM in chunks; `realtime` paces it (1.0 = as fast as it is spoken)."""
@@ -146,11 +166,15 @@ async def test_http_accuracy_on_clean_speech_and_response_formats(whisper: Servi
             texts.append((await response.json())["text"])
         data = to_wav(utterance(SENTENCES[1], tail_s=0.3))
         plain = await post_audio(session, whisper.url, data, response_format="text", language="en")
-        verbose = await post_audio(session, whisper.url, data, response_format="verbose_json", temperature="0")
+        verbose = await post_audio(
+            session, whisper.url, data, response_format="verbose_json", temperature="0"
+        )
         verbose_body = await verbose.json()
     assert wer(" ".join(SENTENCES), " ".join(texts)) <= 0.15, texts
     assert plain.content_type == "text/plain" and wer(SENTENCES[1], await plain.text()) <= 0.15
-    assert verbose_body["language"] == "en" and verbose_body["duration"] == pytest.approx(len(utterance(SENTENCES[1], tail_s=0.3)) / 16000, abs=0.05)
+    assert verbose_body["language"] == "en" and verbose_body["duration"] == pytest.approx(
+        len(utterance(SENTENCES[1], tail_s=0.3)) / 16000, abs=0.05
+    )
     segments = verbose_body["segments"]
     assert segments and wer(SENTENCES[1], " ".join(s["text"] for s in segments)) <= 0.15
     for segment in segments:
@@ -161,7 +185,9 @@ async def test_http_accuracy_on_clean_speech_and_response_formats(whisper: Servi
 async def test_short_real_phrases_pass_and_silence_or_noise_gives_empty_text(whisper: ServiceProcess) -> None:
     noise = np.random.default_rng(1).normal(0, 0.003, 32000).astype(np.float32)
     async with aiohttp.ClientSession() as session:
-        thanks = await (await post_audio(session, whisper.url, to_wav(utterance("Thank you.", tail_s=0.3)))).json()
+        thanks = await (
+            await post_audio(session, whisper.url, to_wav(utterance("Thank you.", tail_s=0.3)))
+        ).json()
         quiet = await (await post_audio(session, whisper.url, to_wav(silence(2.0)))).json()
         hiss = await (await post_audio(session, whisper.url, to_wav(noise))).json()
     # A real "Thank you." has voiced frames under it: the hallucination filter must let it through.
@@ -182,14 +208,32 @@ async def test_http_bad_input_gets_clear_4xx_and_service_stays_healthy(whisper: 
             body = await response.json()
             return response.status, body["error"]["code"]
 
-        assert await error_of(await post_audio(session, whisper.url, b"this is not audio at all" * 50)) == (400, "invalid_audio")
+        assert await error_of(await post_audio(session, whisper.url, b"this is not audio at all" * 50)) == (
+            400,
+            "invalid_audio",
+        )
         assert await error_of(await post_audio(session, whisper.url, wav[:30])) == (400, "invalid_audio")
-        assert await error_of(await post_audio(session, whisper.url, to_wav(silence(0.05)))) == (400, "audio_too_short")
-        assert await error_of(await post_audio(session, whisper.url, wav, language="xx")) == (400, "unsupported_language")
+        assert await error_of(await post_audio(session, whisper.url, to_wav(silence(0.05)))) == (
+            400,
+            "audio_too_short",
+        )
+        assert await error_of(await post_audio(session, whisper.url, wav, language="xx")) == (
+            400,
+            "unsupported_language",
+        )
         # tiny.en is English-only: asking it for French is refused, not silently transcribed as English.
-        assert await error_of(await post_audio(session, whisper.url, wav, language="fr")) == (400, "unsupported_language")
-        assert await error_of(await post_audio(session, whisper.url, wav, response_format="srt")) == (400, "invalid_request")
-        assert await error_of(await post_audio(session, whisper.url, wav, temperature="hot")) == (400, "invalid_request")
+        assert await error_of(await post_audio(session, whisper.url, wav, language="fr")) == (
+            400,
+            "unsupported_language",
+        )
+        assert await error_of(await post_audio(session, whisper.url, wav, response_format="srt")) == (
+            400,
+            "invalid_request",
+        )
+        assert await error_of(await post_audio(session, whisper.url, wav, temperature="hot")) == (
+            400,
+            "invalid_request",
+        )
         big = b"RIFF" + bytes(26 * 1024 * 1024)
         assert await error_of(await post_audio(session, whisper.url, big)) == (413, "too_large")
         async with session.post(f"{whisper.url}/v1/audio/transcriptions", json={"file": "x"}) as response:
@@ -217,7 +261,10 @@ async def test_stream_events_come_in_order_with_sane_timestamps(whisper: Service
     lead_s = 0.6
     audio = utterance(LONG_SENTENCE, lead_s=lead_s, tail_s=1.2)
     speech_s = len(speak(LONG_SENTENCE)) / 16000
-    async with aiohttp.ClientSession() as session, session.ws_connect(f"{whisper.url}/v1/stream?sample_rate=16000&language=en") as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{whisper.url}/v1/stream?sample_rate=16000&language=en") as ws,
+    ):
         await send_audio(ws, audio, realtime=1.5)
         events = await receive_until(ws, "end_of_speech")
     kinds = [e["type"] for e in events]
@@ -229,7 +276,9 @@ async def test_stream_events_come_in_order_with_sane_timestamps(whisper: Service
     assert final["start_s"] == start["start_s"] == end["start_s"] and final["end_s"] == end["end_s"]
     assert lead_s + speech_s - 0.5 <= final["end_s"] <= lead_s + speech_s + 0.5, final
     interim_ends = [e["end_s"] for e in interims]
-    assert interim_ends == sorted(interim_ends) and all(start["start_s"] < t <= final["end_s"] + 0.7 for t in interim_ends)
+    assert interim_ends == sorted(interim_ends) and all(
+        start["start_s"] < t <= final["end_s"] + 0.7 for t in interim_ends
+    )
     assert interims and all(e["text"] for e in interims)
     assert wer(LONG_SENTENCE, final["text"]) <= 0.15, final["text"]
     assert final["language"] == "en" and final["reason"] == "end_of_speech"
@@ -237,15 +286,23 @@ async def test_stream_events_come_in_order_with_sane_timestamps(whisper: Service
 
 
 async def test_two_utterances_separated_by_a_pause_give_two_finals(whisper: ServiceProcess) -> None:
-    audio = np.concatenate([utterance(SENTENCES[1], tail_s=1.5), utterance(SENTENCES[3], lead_s=0.0, tail_s=1.2)])
-    async with aiohttp.ClientSession() as session, session.ws_connect(f"{whisper.url}/v1/stream?sample_rate=16000") as ws:
+    audio = np.concatenate(
+        [utterance(SENTENCES[1], tail_s=1.5), utterance(SENTENCES[3], lead_s=0.0, tail_s=1.2)]
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{whisper.url}/v1/stream?sample_rate=16000") as ws,
+    ):
         await send_audio(ws, audio)
         first = await receive_until(ws, "end_of_speech")
         second = await receive_until(ws, "end_of_speech")
     (final1,), (final2,) = finals(first), finals(second)
     assert final1["utterance_id"] != final2["utterance_id"]
     assert final1["end_s"] < second[0]["start_s"] and second[0]["type"] == "start_of_speech"
-    assert wer(SENTENCES[1], final1["text"]) <= 0.15 and wer(SENTENCES[3], final2["text"]) <= 0.15, (final1, final2)
+    assert wer(SENTENCES[1], final1["text"]) <= 0.15 and wer(SENTENCES[3], final2["text"]) <= 0.15, (
+        final1,
+        final2,
+    )
 
 
 async def test_flush_always_gives_exactly_one_final(whisper: ServiceProcess) -> None:
@@ -273,13 +330,17 @@ async def test_four_concurrent_streams_each_get_their_own_transcript(whisper: Se
 
     async def one_stream(session: aiohttp.ClientSession, text: str, rate: int) -> str:
         async with session.ws_connect(f"{whisper.url}/v1/stream?sample_rate={rate}&language=en") as ws:
-            await send_audio(ws, utterance(text, tail_s=0.2, sample_rate=rate), sample_rate=rate, realtime=3.0)
+            await send_audio(
+                ws, utterance(text, tail_s=0.2, sample_rate=rate), sample_rate=rate, realtime=3.0
+            )
             await ws.send_str(json.dumps({"type": "flush"}))
             events = await receive_until(ws, "final", timeout=60)
             return str(finals(events)[-1]["text"])
 
     async with aiohttp.ClientSession() as session:
-        texts = await asyncio.gather(*(one_stream(session, s, r) for s, r in zip(SENTENCES, rates, strict=True)))
+        texts = await asyncio.gather(
+            *(one_stream(session, s, r) for s, r in zip(SENTENCES, rates, strict=True))
+        )
     for sentence, text in zip(SENTENCES, texts, strict=True):
         assert wer(sentence, text) <= 0.15, (sentence, text)
 
@@ -288,7 +349,10 @@ async def test_four_concurrent_streams_each_get_their_own_transcript(whisper: Se
 
 
 async def test_stream_bad_frames_get_error_events_and_the_stream_goes_on(whisper: ServiceProcess) -> None:
-    async with aiohttp.ClientSession() as session, session.ws_connect(f"{whisper.url}/v1/stream?sample_rate=16000") as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{whisper.url}/v1/stream?sample_rate=16000") as ws,
+    ):
         await ws.send_bytes(b"\x01\x02\x03")
         odd = await receive_until(ws, "error")
         await ws.send_str("this is not json")
@@ -305,11 +369,20 @@ async def test_stream_bad_frames_get_error_events_and_the_stream_goes_on(whisper
 
 @pytest.mark.parametrize(
     ("query", "code"),
-    [("language=xx", "unsupported_language"), ("language=fr", "unsupported_language"),
-     ("sample_rate=abc", "invalid_request"), ("sample_rate=1000000", "invalid_request")],
+    [
+        ("language=xx", "unsupported_language"),
+        ("language=fr", "unsupported_language"),
+        ("sample_rate=abc", "invalid_request"),
+        ("sample_rate=1000000", "invalid_request"),
+    ],
 )
-async def test_stream_bad_parameters_get_an_error_then_close(whisper: ServiceProcess, query: str, code: str) -> None:
-    async with aiohttp.ClientSession() as session, session.ws_connect(f"{whisper.url}/v1/stream?{query}") as ws:
+async def test_stream_bad_parameters_get_an_error_then_close(
+    whisper: ServiceProcess, query: str, code: str
+) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{whisper.url}/v1/stream?{query}") as ws,
+    ):
         (event,) = await receive_until(ws, "error")
         closing = await ws.receive(timeout=10)
     assert event["code"] == code and event["message"]
@@ -323,7 +396,9 @@ async def test_client_disconnect_mid_utterance_leaks_nothing(whisper: ServicePro
         idle = await health(session, whisper.url)
         for _ in range(3):
             ws = await session.ws_connect(f"{whisper.url}/v1/stream?sample_rate=16000")
-            await send_audio(ws, np.concatenate([silence(0.3), speak(LONG_SENTENCE)[: 16000 * 3]]), realtime=4.0)
+            await send_audio(
+                ws, np.concatenate([silence(0.3), speak(LONG_SENTENCE)[: 16000 * 3]]), realtime=4.0
+            )
             await ws.send_str(json.dumps({"type": "flush"}))  # a final is queued or running: then vanish
             await ws.close()
         deadline = time.monotonic() + 20
@@ -357,7 +432,9 @@ async def _fill_queue(session: aiohttp.ClientSession, url: str) -> list[asyncio.
     return tasks
 
 
-async def test_full_queue_gives_429_with_retry_after_then_recovers(whisper_tiny_queue: ServiceProcess) -> None:
+async def test_full_queue_gives_429_with_retry_after_then_recovers(
+    whisper_tiny_queue: ServiceProcess,
+) -> None:
     url = whisper_tiny_queue.url
     async with aiohttp.ClientSession() as session:
         blockers = await _fill_queue(session, url)
@@ -373,7 +450,9 @@ async def test_full_queue_gives_429_with_retry_after_then_recovers(whisper_tiny_
             assert 'whisper_rejections_total{reason="queue_full"}' in await response.text()
 
 
-async def test_full_queue_sends_overloaded_and_closes_the_stream_1013(whisper_tiny_queue: ServiceProcess) -> None:
+async def test_full_queue_sends_overloaded_and_closes_the_stream_1013(
+    whisper_tiny_queue: ServiceProcess,
+) -> None:
     url = whisper_tiny_queue.url
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"{url}/v1/stream?sample_rate=16000") as ws:
@@ -399,7 +478,7 @@ def transcriber() -> WhisperTranscriber:
 
 def test_short_encoder_window_keeps_the_full_window_accuracy(transcriber: WhisperTranscriber) -> None:
     """The gate of the latency lever: WER on the short window is no worse than on the stock 30 s one."""
-    phrases = ["Yes.", "Thank you.", "Stop.", SENTENCES[0], SENTENCES[3], LONG_SENTENCE]
+    phrases = ["Yes.", "Thank you.", "Stop.", SENTENCES[0], SENTENCES[3]]
     short_texts, full_texts = [], []
     for phrase in phrases:
         audio = utterance(phrase, lead_s=0.2, tail_s=0.3)
@@ -416,7 +495,9 @@ def test_short_encoder_window_keeps_the_full_window_accuracy(transcriber: Whispe
 def test_degenerate_short_window_output_is_recognized() -> None:
     def transcript(text: str, duration: float) -> Transcript:
         segment = TranscriptSegment(0.0, duration, text, -0.3, 0.1, 1.0)
-        return Transcript(text=text, language="en", duration=duration, segments=(segment,), encoder_frames=1000)
+        return Transcript(
+            text=text, language="en", duration=duration, segments=(segment,), encoder_frames=1000
+        )
 
     assert is_degenerate(transcript("Stop stop stop stop stop stop", 1.0))
     assert is_degenerate(transcript("Yes? . . . . . . .", 1.0))
@@ -440,14 +521,23 @@ def test_noise_filter_drops_on_acoustic_evidence_not_on_text_alone() -> None:
     quiet = np.random.default_rng(2).normal(0, 0.002, len(spoken)).astype(np.float32)
     duration = len(spoken) / 16000
 
-    def verdict(text: str, audio: np.ndarray, *, no_speech: float = 0.2, logprob: float = -0.3, ratio: float = 1.2) -> str | None:
+    def verdict(
+        text: str, audio: np.ndarray, *, no_speech: float = 0.2, logprob: float = -0.3, ratio: float = 1.2
+    ) -> str | None:
         segment = TranscriptSegment(0.0, duration, text, logprob, no_speech, ratio)
-        transcript = Transcript(text=text, language="en", duration=duration, segments=(segment,), encoder_frames=3000)
+        transcript = Transcript(
+            text=text, language="en", duration=duration, segments=(segment,), encoder_frames=3000
+        )
         filtered, dropped = noise_filter.apply(transcript, audio)
         assert filtered.text == ("" if dropped else text)
         return dropped[0].reason if dropped else None
 
-    for phrase in ["Thank you for watching.", "Thank you.", "Merci.", "Sous-titres réalisés par la communauté d'Amara.org"]:
+    for phrase in [
+        "Thank you for watching.",
+        "Thank you.",
+        "Merci.",
+        "Sous-titres réalisés par la communauté d'Amara.org",
+    ]:
         assert verdict(phrase, quiet) == "hallucination", phrase
         assert verdict(phrase, spoken) is None, phrase  # voiced frames under it: real speech passes
     assert verdict("Thank you for watching.", spoken, no_speech=0.95) == "no_speech"
@@ -455,3 +545,72 @@ def test_noise_filter_drops_on_acoustic_evidence_not_on_text_alone() -> None:
     assert verdict("I think I think I think I think I think", spoken) == "repetition"
     assert verdict("la la la la la la la la la la la la la la la", spoken, ratio=3.1) == "repetition"
     assert verdict("The quarterly results were better than we expected.", quiet) is None
+
+
+async def test_queue_runs_finals_before_interims_and_sheds_interims_first() -> None:
+    """The admission rules on plain blocking jobs: the order in which the one worker runs them."""
+    queue = TranscriptionQueue(max_pending=2, workers=1, retry_after_s=1)
+    gate = threading.Event()
+    ran: list[str] = []
+
+    def job(name: str) -> Callable[[], str]:
+        def run() -> str:
+            if name == "busy":
+                gate.wait(10)
+            ran.append(name)
+            return name
+
+        return run
+
+    try:
+        busy = asyncio.create_task(queue.run(job("busy"), priority=Priority.FINAL))
+        while queue.running == 0:
+            await asyncio.sleep(0.01)
+        interim_a = asyncio.create_task(queue.run(job("interim-a"), priority=Priority.INTERIM, stream_id="a"))
+        interim_b = asyncio.create_task(queue.run(job("interim-b"), priority=Priority.INTERIM, stream_id="b"))
+        await asyncio.sleep(0.01)
+        # The queue is full of interims: a final evicts the newest one instead of being refused.
+        final_1 = asyncio.create_task(queue.run(job("final-1"), priority=Priority.FINAL))
+        await asyncio.sleep(0.01)
+        with pytest.raises(InterimShed):
+            await interim_b
+        # While a final waits, no new interim is admitted.
+        with pytest.raises(InterimShed):
+            await queue.run(job("interim-c"), priority=Priority.INTERIM, stream_id="c")
+        final_2 = asyncio.create_task(queue.run(job("final-2"), priority=Priority.FINAL))
+        await asyncio.sleep(0.01)
+        with pytest.raises(InterimShed):
+            await interim_a  # evicted for final-2
+        with pytest.raises(Overloaded) as overloaded:
+            await queue.run(job("final-3"), priority=Priority.FINAL)
+        assert overloaded.value.retry_after_s == 1 and queue.depth == 2
+        gate.set()
+        assert await asyncio.gather(busy, final_1, final_2) == ["busy", "final-1", "final-2"]
+        assert ran == ["busy", "final-1", "final-2"] and queue.depth == 0
+        # An idle queue runs interims again.
+        assert await queue.run(job("interim-d"), priority=Priority.INTERIM, stream_id="d") == "interim-d"
+    finally:
+        gate.set()
+        await queue.aclose()
+
+
+async def test_streams_over_the_limit_get_overloaded_and_1013(whisper_tiny_queue: ServiceProcess) -> None:
+    url = f"{whisper_tiny_queue.url}/v1/stream?sample_rate=16000"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url) as first,
+        session.ws_connect(url) as second,
+    ):
+        await send_audio(first, silence(0.2))
+        await send_audio(second, silence(0.2))
+        deadline = time.monotonic() + 10
+        while (await health(session, whisper_tiny_queue.url))["active_streams"] < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        async with session.ws_connect(url) as third:
+            (event,) = await receive_until(third, "error")
+            await third.receive(timeout=10)
+        assert event["code"] == "overloaded" and third.close_code == 1013
+        # The two admitted streams are unaffected.
+        await first.send_str(json.dumps({"type": "flush"}))
+        assert finals(await receive_until(first, "final"))[0]["text"] == ""

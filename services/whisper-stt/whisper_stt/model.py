@@ -214,7 +214,8 @@ class WhisperTranscriber:
                 without_timestamps=not timestamps,
                 vad_filter=False,
                 max_new_tokens=min(
-                    _MAX_NEW_TOKENS, int(len(audio) / SAMPLE_RATE * _MAX_TOKENS_PER_SECOND) + _MAX_TOKENS_SLACK
+                    _MAX_NEW_TOKENS,
+                    int(len(audio) / SAMPLE_RATE * _MAX_TOKENS_PER_SECOND) + _MAX_TOKENS_SLACK,
                 ),
             )
             # The generator does the decoding: drain it here, in this thread.

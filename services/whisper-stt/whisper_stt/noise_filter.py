@@ -94,9 +94,9 @@ class NoiseFilter:
         ):
             return "repetition"
         phrase = normalize(segment.text)
-        if phrase in SILENCE_HALLUCINATIONS or phrase.startswith(SILENCE_HALLUCINATION_PREFIXES):
-            if voiced_seconds(flags, segment.start, segment.end) <= self.hallucination_max_speech_s:
-                return "hallucination"
+        known = phrase in SILENCE_HALLUCINATIONS or phrase.startswith(SILENCE_HALLUCINATION_PREFIXES)
+        if known and voiced_seconds(flags, segment.start, segment.end) <= self.hallucination_max_speech_s:
+            return "hallucination"
         return None
 
     def apply(self, transcript: Transcript, audio: np.ndarray) -> tuple[Transcript, list[Dropped]]:

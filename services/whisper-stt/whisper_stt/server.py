@@ -28,7 +28,7 @@ _FORM_FIELD_LIMIT = 64 * 1024  # bytes of any form field other than `file`
 SETTINGS = web.AppKey("settings", WhisperSTTSettings)
 RECOGNIZER = web.AppKey("recognizer", SpeechRecognizer)
 METRICS = web.AppKey("metrics", WhisperMetrics)
-STREAMS = web.AppKey("streams", set)
+STREAMS = web.AppKey("streams", set[StreamSession])
 
 
 class _BadRequest(Exception):
@@ -61,7 +61,9 @@ async def _read_transcription_form(request: web.Request, max_upload: int) -> dic
             if part.name == "file":
                 form["file"] = await _read_field(part, max_upload, "the uploaded file")
             else:
-                form[part.name] = (await _read_field(part, _FORM_FIELD_LIMIT, part.name)).decode("utf-8", "replace")
+                form[part.name] = (await _read_field(part, _FORM_FIELD_LIMIT, part.name)).decode(
+                    "utf-8", "replace"
+                )
     except (ValueError, AssertionError) as e:  # aiohttp's multipart parser on a malformed body
         raise _BadRequest(400, "invalid_request", f"malformed multipart body: {e}") from None
     if not form.get("file"):
@@ -88,7 +90,9 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
         form = await _read_transcription_form(request, settings.whisper_max_upload_bytes)
         response_format = form.get("response_format") or "json"
         if response_format not in RESPONSE_FORMATS:
-            raise _BadRequest(400, "invalid_request", f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
+            raise _BadRequest(
+                400, "invalid_request", f"response_format must be one of {', '.join(RESPONSE_FORMATS)}"
+            )
         temperatures = _parse_temperatures(form.get("temperature"))
         language = recognizer.transcriber.check_language(form.get("language"))
         try:
@@ -99,7 +103,11 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
         if len(audio) < MIN_AUDIO_S * SAMPLE_RATE:
             raise _BadRequest(400, "audio_too_short", f"audio is shorter than {MIN_AUDIO_S * 1000:.0f} ms")
         transcript = await recognizer.transcribe(
-            audio, priority=Priority.FINAL, language=language, prompt=form.get("prompt"), temperatures=temperatures
+            audio,
+            priority=Priority.FINAL,
+            language=language,
+            prompt=form.get("prompt"),
+            temperatures=temperatures,
         )
     except _BadRequest as e:
         return json_error(e.status, e.code, str(e))
@@ -139,7 +147,8 @@ def _stream_parameters(request: web.Request, recognizer: SpeechRecognizer) -> tu
         sample_rate = 0
     if not 8000 <= sample_rate <= 48000:
         raise StreamError(
-            "invalid_request", f"sample_rate must be an integer from 8000 to 48000, got {raw_rate!r}",
+            "invalid_request",
+            f"sample_rate must be an integer from 8000 to 48000, got {raw_rate!r}",
             close_code=WSCloseCode.POLICY_VIOLATION,
         )
     try:
@@ -160,7 +169,9 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
         if len(streams) >= settings.whisper_max_streams:
             metrics.rejections.labels("max_streams").inc()
             raise StreamError(
-                "overloaded", f"this service already serves {len(streams)} streams", close_code=CLOSE_TRY_AGAIN_LATER
+                "overloaded",
+                f"this service already serves {len(streams)} streams",
+                close_code=CLOSE_TRY_AGAIN_LATER,
             )
         sample_rate, language = _stream_parameters(request, recognizer)
     except StreamError as e:
@@ -188,7 +199,8 @@ def create_app(settings: WhisperSTTSettings, transcriber: WhisperTranscriber) ->
     app = web.Application(middlewares=[http_metrics.middleware], client_max_size=_FORM_FIELD_LIMIT)
     app[SETTINGS] = settings
     app[METRICS] = metrics
-    app[STREAMS] = set()
+    streams: set[StreamSession] = set()
+    app[STREAMS] = streams
     noise_filter = NoiseFilter(
         no_speech_threshold=settings.whisper_no_speech_threshold,
         logprob_threshold=settings.whisper_logprob_threshold,
@@ -205,12 +217,14 @@ def create_app(settings: WhisperSTTSettings, transcriber: WhisperTranscriber) ->
             retry_after_s=settings.whisper_retry_after_s,
             metrics=metrics,
         )
-        app[RECOGNIZER] = SpeechRecognizer(transcriber=transcriber, noise_filter=noise_filter, queue=queue, metrics=metrics)
+        app[RECOGNIZER] = SpeechRecognizer(
+            transcriber=transcriber, noise_filter=noise_filter, queue=queue, metrics=metrics
+        )
         yield
         await queue.aclose()
 
     async def close_streams(app: web.Application) -> None:
-        for session in list(app[STREAMS]):
+        for session in list(streams):
             await session.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
     async def health() -> tuple[bool, dict[str, Any]]:
@@ -220,7 +234,7 @@ def create_app(settings: WhisperSTTSettings, transcriber: WhisperTranscriber) ->
             "language": transcriber.default_language,
             "queue_depth": queue.depth,
             "running": queue.running,
-            "active_streams": len(app[STREAMS]),
+            "active_streams": len(streams),
             "encoder_window": transcriber.encoder_window,
             # For leak checks: both return to their idle values once every client is gone.
             "open_tasks": len(asyncio.all_tasks()),

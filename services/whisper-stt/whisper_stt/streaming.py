@@ -137,10 +137,10 @@ class StreamSession:
         try:
             message = json.loads(data)
         except json.JSONDecodeError:
-            self._emit_error("invalid_message", "text frames must be JSON, like {\"type\":\"flush\"}")
+            self._emit_error("invalid_message", 'text frames must be JSON, like {"type":"flush"}')
             return
         if not isinstance(message, dict) or message.get("type") != "flush":
-            self._emit_error("invalid_message", "unknown message; the only one is {\"type\":\"flush\"}")
+            self._emit_error("invalid_message", 'unknown message; the only one is {"type":"flush"}')
             return
         if self._segmenter.in_speech:
             audio = self._segmenter.finish_utterance()
@@ -149,8 +149,17 @@ class StreamSession:
             # Nothing said since the last final: answer the flush with an empty one at once.
             now = self._segmenter.stream_s
             self._outbox.put_nowait(
-                self._event("final", next(self._utterance_ids), now, now, text="", language=self.language,
-                            avg_logprob=0.0, no_speech_prob=1.0, reason="flush")
+                self._event(
+                    "final",
+                    next(self._utterance_ids),
+                    now,
+                    now,
+                    text="",
+                    language=self.language,
+                    avg_logprob=0.0,
+                    no_speech_prob=1.0,
+                    reason="flush",
+                )
             )
 
     # -- utterances ----------------------------------------------------------------------------
@@ -159,7 +168,9 @@ class StreamSession:
         utterance = _Utterance(next(self._utterance_ids), start_s)
         utterance.next_interim_s = start_s + self._interim_interval_s
         self._utterance = utterance
-        self._outbox.put_nowait(self._event("start_of_speech", utterance.id, start_s, self._segmenter.stream_s))
+        self._outbox.put_nowait(
+            self._event("start_of_speech", utterance.id, start_s, self._segmenter.stream_s)
+        )
 
     def _finalize(self, audio: np.ndarray, end_s: float, *, reason: str) -> None:
         utterance = self._utterance
@@ -172,7 +183,9 @@ class StreamSession:
         self._outbox.put_nowait(final)
         self._outbox.put_nowait(self._event("end_of_speech", utterance.id, utterance.start_s, end_s))
 
-    async def _final_event(self, utterance: _Utterance, audio: np.ndarray, end_s: float, reason: str) -> Event:
+    async def _final_event(
+        self, utterance: _Utterance, audio: np.ndarray, end_s: float, reason: str
+    ) -> Event:
         transcript = await self.recognizer.transcribe(
             audio, priority=Priority.FINAL, language=self.language, stream_id=self.stream_id
         )
@@ -213,13 +226,21 @@ class StreamSession:
             return
         if utterance.finalized or not transcript.text:
             return
-        self._outbox.put_nowait(self._event("interim", utterance.id, utterance.start_s, end_s, text=transcript.text))
+        self._outbox.put_nowait(
+            self._event("interim", utterance.id, utterance.start_s, end_s, text=transcript.text)
+        )
 
     # -- output --------------------------------------------------------------------------------
 
     @staticmethod
     def _event(kind: str, utterance_id: int | None, start_s: float, end_s: float, **fields: Any) -> Event:
-        return {"type": kind, "utterance_id": utterance_id, "start_s": round(start_s, 3), "end_s": round(end_s, 3), **fields}
+        return {
+            "type": kind,
+            "utterance_id": utterance_id,
+            "start_s": round(start_s, 3),
+            "end_s": round(end_s, 3),
+            **fields,
+        }
 
     def _emit_error(self, code: str, message: str) -> None:
         now = self._segmenter.stream_s
@@ -236,7 +257,9 @@ class StreamSession:
                     return
                 except Exception as e:
                     logger.exception("%s: final failed", self.stream_id)
-                    await self._close_with_error("internal", f"transcription failed: {e}", WSCloseCode.INTERNAL_ERROR)
+                    await self._close_with_error(
+                        "internal", f"transcription failed: {e}", WSCloseCode.INTERNAL_ERROR
+                    )
                     return
             else:
                 event = item
@@ -245,14 +268,22 @@ class StreamSession:
     async def _close_with_error(self, code: str, message: str, close_code: int) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             now = self._segmenter.stream_s
-            await self.ws.send_str(json.dumps(self._event("error", None, now, now, code=code, message=message)))
+            await self.ws.send_str(
+                json.dumps(self._event("error", None, now, now, code=code, message=message))
+            )
             await self.ws.close(code=close_code, message=code.encode())
 
 
 async def reject_stream(ws: web.WebSocketResponse, error: StreamError) -> None:
     """Refuse a stream right after the handshake: one `error` event, then close."""
     with contextlib.suppress(ConnectionError, RuntimeError):
-        event = {"type": "error", "utterance_id": None, "start_s": 0.0, "end_s": 0.0, "code": error.code,
-                 "message": str(error)}
+        event = {
+            "type": "error",
+            "utterance_id": None,
+            "start_s": 0.0,
+            "end_s": 0.0,
+            "code": error.code,
+            "message": str(error),
+        }
         await ws.send_str(json.dumps(event))
         await ws.close(code=error.close_code, message=error.code.encode())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import time
@@ -66,7 +67,9 @@ class TranscriptionQueue:
         self._seq = itertools.count()
         self._changed = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper-inference")
-        self._workers = [asyncio.create_task(self._work(), name=f"whisper-worker-{i}") for i in range(workers)]
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"whisper-worker-{i}") for i in range(workers)
+        ]
         self._interim_slots = max(1, workers - 1)
         self._running_interims = 0
         self.running = 0
@@ -100,7 +103,7 @@ class TranscriptionQueue:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         job = _Job(priority, next(self._seq), fn, future, stream_id, time.perf_counter())
         heapq.heappush(self._heap, job)
-        future.add_done_callback(lambda f, job=job: self._forget(job) if f.cancelled() else None)
+        future.add_done_callback(functools.partial(self._forget_if_cancelled, job))
         self._publish_depth()
         self._changed.set()
         return future
@@ -116,6 +119,10 @@ class TranscriptionQueue:
             job.future.set_exception(InterimShed())
         if self._metrics:
             self._metrics.interims_shed.inc()
+
+    def _forget_if_cancelled(self, job: _Job, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self._forget(job)
 
     def _forget(self, job: _Job) -> None:
         with contextlib.suppress(ValueError):

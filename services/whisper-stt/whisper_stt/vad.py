@@ -23,7 +23,9 @@ def voiced_frames(audio: np.ndarray, *, aggressiveness: int) -> np.ndarray:
     n = len(audio) // FRAME_SAMPLES
     pcm = _pcm16(audio[: n * FRAME_SAMPLES])
     step = FRAME_SAMPLES * 2
-    return np.array([vad.is_speech(pcm[i * step : (i + 1) * step], SAMPLE_RATE) for i in range(n)], dtype=bool)
+    return np.array(
+        [vad.is_speech(pcm[i * step : (i + 1) * step], SAMPLE_RATE) for i in range(n)], dtype=bool
+    )
 
 
 def voiced_seconds(flags: np.ndarray, start_s: float, end_s: float) -> float:
