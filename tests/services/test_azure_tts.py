@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -674,3 +677,18 @@ async def test_azure_errors_reach_the_client_without_fallback(
         events, _ = await ws_segment(ws)
         assert [t for kind, t in events if kind == "sentence_end"] == ["Hello again."]
     await assert_healthy(http, azure_strict)
+
+
+def test_azure_engine_without_configuration_refuses_to_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_SPEECH_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "azure_tts", "--engine", "azure", "--port", "1"],
+        env={**env, "TTS_ENGINE": "azure"},
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "AZURE_SPEECH_HOST" in result.stderr and "AZURE_SPEECH_KEY" in result.stderr
