@@ -52,8 +52,9 @@ SETTLE_S = 1.5  # after streaming the utterance: the sidecar has consumed it and
 FRAME_BYTES = 640  # 20 ms at 16 kHz
 
 
-def sentence(i: int) -> str:
-    return f"Let us rehearse your {TOPICS[i % len(TOPICS)]} once more, slowly and clearly."
+def sentence(n: int) -> str:
+    """A one-chunk sentence that no earlier request used: the sidecar's cache misses."""
+    return f"Round {n}: let us rehearse your {TOPICS[n % len(TOPICS)]} once more, slowly."
 
 
 @contextlib.contextmanager
@@ -198,7 +199,7 @@ async def run(args: argparse.Namespace, stt_url: str, tts_url: str) -> dict[str,
                 stt_pair = (partial(stt_plugin, whisper, pcm), partial(stt_raw, http, stt_url, pcm))
                 await measure(results, "STT end of speech → final", i, stt_pair)
                 # distinct texts of the same length, so that the sidecar's cache misses
-                a, b, c, d = (sentence(4 * i + k) + f" Take {i + 1}." for k in range(4))
+                a, b, c, d = (sentence(4 * i + k + 1) for k in range(4))
                 stream_pair = (partial(tts_stream_plugin, azure, a), partial(tts_stream_raw, ws_tts, b))
                 http_pair = (partial(tts_http_plugin, azure, c), partial(tts_http_raw, http, tts_url, d))
                 await measure(results, "TTS first frame, stream (cold)", i, stream_pair)

@@ -60,7 +60,7 @@ SENTENCES = [
     "What time is it?",
 ]
 CHUNK_S = 0.02
-console = Console()
+console = Console(width=150)
 
 
 def espeak(text: str) -> np.ndarray | None:
@@ -140,8 +140,8 @@ async def stream_utterances(
     *,
     realtime: bool,
     offset_s: float = 0.0,
-) -> list[tuple[float, str]]:
-    """Send each clip then a flush; (last frame sent → final) for each."""
+) -> list[tuple[float, str, int]]:
+    """Send each clip then a flush; (last frame sent → final, its text, interims seen) for each."""
     results = []
     await asyncio.sleep(offset_s)
     async with session.ws_connect(f"{url}/v1/stream?sample_rate=16000&language=en") as ws:
@@ -155,6 +155,7 @@ async def stream_utterances(
                     await asyncio.sleep(max(0.0, started + (i + 1) * CHUNK_S - time.perf_counter()))
             await ws.send_str(json.dumps({"type": "flush"}))
             sent = time.perf_counter()
+            interims = 0
             while True:
                 msg = await ws.receive(timeout=120)
                 if msg.type != aiohttp.WSMsgType.TEXT:
@@ -162,8 +163,9 @@ async def stream_utterances(
                 event = json.loads(msg.data)
                 if event["type"] == "error":
                     raise RuntimeError(f"error event: {event}")
+                interims += event["type"] == "interim"
                 if event["type"] == "final" and event["reason"] == "flush":
-                    results.append((time.perf_counter() - sent, event["text"]))
+                    results.append((time.perf_counter() - sent, event["text"], interims))
                     break
     return results
 
@@ -207,7 +209,7 @@ async def overhead(
                     elif name == "service HTTP":
                         elapsed, got = await http_latency(session, url, audio)
                     else:
-                        ((elapsed, got),) = await stream_utterances(session, url, [audio], realtime=False)
+                        ((elapsed, got, _),) = await stream_utterances(session, url, [audio], realtime=False)
                     times[name].append(elapsed)
                     texts[name].append(got)
     table = Table(title=f"2. Overhead, same audio, {len(refs)} utterances per path (median)")
@@ -237,7 +239,7 @@ async def concurrency(
     table = Table(
         title=f"3. Real-time streams, end of audio sent → final (flush), {per_stream} utterances per stream"
     )
-    for column in ("streams", "finals", "median ms", "p95 ms", "max ms", "WER"):
+    for column in ("streams", "finals", "median ms", "p95 ms", "max ms", "WER", "interims/final"):
         table.add_column(column)
     rng = random.Random(7)
     async with aiohttp.ClientSession() as session:
@@ -253,8 +255,9 @@ async def concurrency(
                     )
                 )
             results = await asyncio.gather(*jobs)
-            latencies = [lat for stream in results for lat, _ in stream]
-            hyp = " ".join(text for stream in results for _, text in stream)
+            latencies = [lat for stream in results for lat, _, _ in stream]
+            hyp = " ".join(text for stream in results for _, text, _ in stream)
+            interims = [n for stream in results for _, _, n in stream]
             ref = " ".join(t for stream in refs for t in stream)
             table.add_row(
                 str(level),
@@ -263,6 +266,7 @@ async def concurrency(
                 ms(pct(latencies, 95)),
                 ms(max(latencies)),
                 f"{wer(ref, hyp):.3f}",
+                f"{statistics.mean(interims):.1f}",
             )
     console.print(table)
 
@@ -280,6 +284,9 @@ async def main() -> None:
         choices=["utterance", "full"],
         default=None,
         help="service encoder window (default: its setting)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="service WHISPER_WORKERS (default: its setting)"
     )
     parser.add_argument("--skip-gate", action="store_true")
     args = parser.parse_args()
@@ -309,7 +316,15 @@ async def main() -> None:
         encoder_window_gate(gate, clips)
 
     direct = WhisperModel(settings.whisper_model, device="cpu", compute_type="int8", cpu_threads=args.threads)
-    env = {"WHISPER_CPU_THREADS": str(args.threads), "WHISPER_ENCODER_WINDOW": window}
+    workers = args.workers or settings.whisper_workers
+    env = {
+        "WHISPER_CPU_THREADS": str(args.threads),
+        "WHISPER_ENCODER_WINDOW": window,
+        "WHISPER_WORKERS": str(workers),
+    }
+    console.print(
+        f"service: WHISPER_WORKERS={workers}, interims every {settings.whisper_interim_interval_ms} ms"
+    )
     with tempfile.TemporaryDirectory() as logs:
         service = ServiceProcess(
             WHISPER_STT, port=free_port(), log_path=Path(logs) / "whisper-stt.log", env=env

@@ -40,7 +40,9 @@ class CoachAgent(Agent):
 
     async def on_enter(self) -> None:
         # the greeting is a fixed sentence: said, not generated, so it costs no LLM call
-        self.greeting_handle = self.session.say(self.exercise.greeting(self.language), allow_interruptions=True)
+        self.greeting_handle = self.session.say(
+            self.exercise.greeting(self.language), allow_interruptions=True
+        )
 
 
 def default_turn_handling(settings: AppSettings) -> TurnHandlingOptions:
@@ -89,7 +91,12 @@ class Pipeline:
 def llm_endpoints(settings: AppSettings) -> list[Any]:
     """The Mistral endpoints to try, in order: the configured one (cloud, Scaleway, ...) or the
     local LLM service; with ELOQUENCE_LLM_LOCAL_FALLBACK, the local service after a remote one."""
-    from providers.endpoints import DEFAULT_LOCAL_MODEL, MistralEndpoint, normalize_server_url, resolve_mistral_endpoint
+    from providers.endpoints import (
+        DEFAULT_LOCAL_MODEL,
+        MistralEndpoint,
+        normalize_server_url,
+        resolve_mistral_endpoint,
+    )
 
     local = MistralEndpoint(
         server_url=normalize_server_url(settings.local_llm_url),
@@ -123,20 +130,8 @@ def build_pipeline(
     endpoints = [llm_endpoint] if llm_endpoint is not None else llm_endpoints(settings)
     return Pipeline(
         stt=build_stt(stt_urls, language=language),
-        llm=(
-            _mistral_llm(endpoints[0], max_tokens=settings.llm_max_tokens)
-            if len(endpoints) == 1
-            else build_llm(endpoints, max_tokens=settings.llm_max_tokens)
-        ),
+        llm=build_llm(endpoints, max_tokens=settings.llm_max_tokens),
         tts=build_tts(tts_urls, context=exercise.voice_context, language=language),
-    )
-
-
-def _mistral_llm(endpoint: Any, *, max_tokens: int | None) -> llm.LLM:
-    from providers.llm import MistralLLM
-
-    return MistralLLM(
-        model=endpoint.model, api_key=endpoint.api_key, base_url=endpoint.server_url, max_tokens=max_tokens
     )
 
 

@@ -1,10 +1,10 @@
 """`eloquence api`: mints LiveKit tokens, creates rooms and dispatches the coach (aiohttp).
 
-    POST /api/livekit/token            {exercise_type, user_id}          → {token, livekit_url, room_name}
-    POST /api/livekit/create-room      {agent_id | exercise_type, ...}   → {room_name, access_token, livekit_url}
-    POST /api/livekit/job-notification {agent_id, room_name, ...}        → {dispatch_id, room_name, agent_name}
-    GET  /api/livekit/health                                             → LiveKit + each sidecar
-    GET  /api/openapi.json                                               → the OpenAPI 3.1 document
+    POST /api/livekit/token             {exercise_type, user_id} → {token, livekit_url, room_name}
+    POST /api/livekit/create-room       {agent_id | exercise_type} → {room_name, access_token, livekit_url}
+    POST /api/livekit/job-notification  {agent_id, room_name} → {dispatch_id, room_name, agent_name}
+    GET  /api/livekit/health            → LiveKit reachability + each sidecar's health
+    GET  /api/openapi.json              → the OpenAPI 3.1 document
 
 Errors share the sidecars' shape: `{"error": {"code", "message", ...}}`. The API secret only
 signs tokens; it is never returned nor logged.
@@ -42,6 +42,7 @@ IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 """user_id / agent_id: 1–64 characters, letters, digits and `_ . @ -`, not starting with a symbol."""
 ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_BODY_BYTES = 16 * 1024
+HEALTH_PROBE_TIMEOUT_S = 0.8
 
 SETTINGS_KEY = web.AppKey("settings", AppSettings)
 REGISTRY_KEY = web.AppKey("registry", ExerciseRegistry)
@@ -129,7 +130,9 @@ def _exercise(request: web.Request, body: dict[str, Any], *, default: str | None
         raise RequestError(
             400,
             "unknown_exercise",
-            f"unknown exercise_type {value!r}" if isinstance(value, str) else "`exercise_type` must be a string",
+            f"unknown exercise_type {value!r}"
+            if isinstance(value, str)
+            else "`exercise_type` must be a string",
             valid_exercises=registry.names(),
         )
     return value
@@ -204,8 +207,10 @@ async def _call_livekit(what: str, call: Awaitable[Any]) -> Any:
     try:
         return await call
     except lkapi.TwirpError as e:
-        raise RequestError(502, "livekit_error", f"LiveKit refused to {what}: {e.code}: {e.message}") from None
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        raise RequestError(
+            502, "livekit_error", f"LiveKit refused to {what}: {e.code}: {e.message}"
+        ) from None
+    except (TimeoutError, aiohttp.ClientError, OSError) as e:
         raise RequestError(
             503, "livekit_unreachable", f"could not reach LiveKit to {what} ({type(e).__name__})"
         ) from None
@@ -269,7 +274,10 @@ async def job_notification_handler(request: web.Request) -> web.Response:
     room_name = body.get("room_name")
     if not isinstance(room_name, str) or not ROOM_NAME_RE.match(room_name):
         raise RequestError(
-            400, "invalid_request", "`room_name` is required: 1-128 letters, digits, `_ . -`", field="room_name"
+            400,
+            "invalid_request",
+            "`room_name` is required: 1-128 letters, digits, `_ . -`",
+            field="room_name",
         )
     _rate_limit(request, _client_key(request, user_id or agent_id))
     exercise_type = _exercise(request, body, default=DEFAULT_EXERCISE)
@@ -304,7 +312,7 @@ async def _probe(session: aiohttp.ClientSession, url: str, timeout_s: float) -> 
                 "latency_ms": round((time.perf_counter() - started) * 1000, 1),
                 "detail": detail,
             }
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+    except (TimeoutError, aiohttp.ClientError, OSError) as e:
         return {"url": url, "healthy": False, "error": f"{type(e).__name__}: {e}"[:300]}
 
 
@@ -320,7 +328,8 @@ async def health_handler(request: web.Request) -> web.Response:
     if not settings.mistral_api_key and not settings.mistral_base_url:
         targets[LOCAL_LLM.name] = settings.local_llm_url.rstrip("/") + LOCAL_LLM.health_path
     names = list(targets)
-    results = await asyncio.gather(*(_probe(session, targets[n], 2.0) for n in names))
+    # under a second in all: `eloquence up` and load balancers poll this with a 1 s timeout
+    results = await asyncio.gather(*(_probe(session, targets[n], HEALTH_PROBE_TIMEOUT_S) for n in names))
     report = dict(zip(names, results, strict=True))
     livekit = report.pop("livekit")
     healthy = livekit["healthy"] and all(r["healthy"] for r in report.values())
@@ -345,7 +354,9 @@ async def error_middleware(
     try:
         return await handler(request)
     except RequestError as e:
-        headers = {"Retry-After": str(max(1, round(e.extra.get("retry_after_s", 1))))} if e.status == 429 else None
+        headers = (
+            {"Retry-After": str(max(1, round(e.extra.get("retry_after_s", 1))))} if e.status == 429 else None
+        )
         if e.status >= 500:
             logger.warning("%s %s → %d %s: %s", request.method, request.path, e.status, e.code, e.message)
         return json_error(e.status, e.code, e.message, headers=headers, **e.extra)
@@ -358,7 +369,9 @@ async def error_middleware(
         return json_error(500, "internal", "internal error")
 
 
-def create_app(settings: AppSettings | None = None, *, registry: ExerciseRegistry = REGISTRY) -> web.Application:
+def create_app(
+    settings: AppSettings | None = None, *, registry: ExerciseRegistry = REGISTRY
+) -> web.Application:
     settings = settings or AppSettings()
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS_KEY] = settings
@@ -385,8 +398,13 @@ def main(args: argparse.Namespace) -> int:
     settings = AppSettings()
     configure_logging("info")
     port = args.port or settings.api_port
-    logger.info("eloquence api on http://%s:%d (LiveKit %s, agent %s)", args.host, port, settings.livekit_url,
-                settings.livekit_agent_name)
+    logger.info(
+        "eloquence api on http://%s:%d (LiveKit %s, agent %s)",
+        args.host,
+        port,
+        settings.livekit_url,
+        settings.livekit_agent_name,
+    )
     web.run_app(create_app(settings), host=args.host, port=port, print=None)
     return 0
 
@@ -417,11 +435,14 @@ def _error_schema() -> dict[str, Any]:
 def openapi_document(exercises: list[str]) -> dict[str, Any]:
     identifier = {"type": "string", "pattern": IDENTIFIER_RE.pattern, "maxLength": 64}
     exercise = {"type": "string", "enum": exercises}
-    config = {"type": "object", "description": "exercise options, e.g. {\"language\": \"fr\"}"}
+    config = {"type": "object", "description": 'exercise options, e.g. {"language": "fr"}'}
 
     def errors(*codes: int) -> dict[str, Any]:
         return {
-            str(code): {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            str(code): {
+                "description": desc,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
             for code, desc in {
                 400: "invalid body, field or exercise",
                 413: "body too large",
@@ -432,16 +453,27 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
             if code in codes
         }
 
-    def post(summary: str, required: list[str], props: dict[str, Any], response: dict[str, Any], *codes: int) -> dict[str, Any]:
+    def post(
+        summary: str, required: list[str], props: dict[str, Any], response: dict[str, Any], *codes: int
+    ) -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"type": "object", "required": required, "properties": props}}},
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "object", "required": required, "properties": props}
+                        }
+                    },
                 },
                 "responses": {
-                    "200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object", "properties": response}}}},
+                    "200": {
+                        "description": "ok",
+                        "content": {
+                            "application/json": {"schema": {"type": "object", "properties": response}}
+                        },
+                    },
                     **errors(*codes),
                 },
             }
@@ -450,28 +482,48 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
     string = {"type": "string"}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Eloquence API", "version": "0.1.0", "description": "LiveKit tokens, rooms and agent dispatch for the Eloquence coach."},
+        "info": {
+            "title": "Eloquence API",
+            "version": "0.1.0",
+            "description": "LiveKit tokens, rooms and agent dispatch for the Eloquence coach.",
+        },
         "paths": {
             "/api/livekit/token": post(
                 "Mint a 1 h LiveKit token for a new room; joining dispatches the coach with the exercise.",
                 ["exercise_type", "user_id"],
                 {"exercise_type": exercise, "user_id": identifier, "config": config},
                 {"token": string, "livekit_url": string, "room_name": string},
-                400, 413, 429,
+                400,
+                413,
+                429,
             ),
             "/api/livekit/create-room": post(
-                "Create a room `voicebot_<agent>_<random>` with the coach dispatched, and a token to join it.",
+                "Create a room `voicebot_<agent>_<random>` with the coach dispatched, and a token for it.",
                 [],
                 {"agent_id": identifier, "exercise_type": exercise, "user_id": identifier, "config": config},
                 {"room_name": string, "access_token": string, "livekit_url": string},
-                400, 413, 429, 502, 503,
+                400,
+                413,
+                429,
+                502,
+                503,
             ),
             "/api/livekit/job-notification": post(
                 "Dispatch the coach to an existing room.",
                 ["agent_id", "room_name"],
-                {"agent_id": identifier, "room_name": string, "exercise_type": exercise, "user_id": identifier, "config": config},
+                {
+                    "agent_id": identifier,
+                    "room_name": string,
+                    "exercise_type": exercise,
+                    "user_id": identifier,
+                    "config": config,
+                },
                 {"dispatch_id": string, "room_name": string, "agent_name": string},
-                400, 413, 429, 502, 503,
+                400,
+                413,
+                429,
+                502,
+                503,
             ),
             "/api/livekit/health": {
                 "get": {
@@ -479,11 +531,18 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "`status` is ok when everything is healthy, else degraded",
-                            "content": {"application/json": {"schema": {"type": "object", "properties": {
-                                "status": {"type": "string", "enum": ["ok", "degraded"]},
-                                "livekit": {"type": "object"},
-                                "services": {"type": "object"},
-                            }}}},
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "status": {"type": "string", "enum": ["ok", "degraded"]},
+                                            "livekit": {"type": "object"},
+                                            "services": {"type": "object"},
+                                        },
+                                    }
+                                }
+                            },
                         }
                     },
                 }

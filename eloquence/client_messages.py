@@ -140,7 +140,7 @@ class ClientMessages:
             self._queue.put_nowait(None)
         try:
             await asyncio.wait_for(asyncio.shield(self._sender), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender

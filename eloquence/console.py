@@ -51,7 +51,11 @@ class MicrophoneInput(io.AudioInput):
         self._loop = loop
         self._frames: utils.aio.Chan[rtc.AudioFrame] = utils.aio.Chan()
         self._stream = sd.InputStream(
-            samplerate=INPUT_RATE, channels=1, dtype="int16", blocksize=int(INPUT_RATE * BLOCK_S), callback=self._on_audio
+            samplerate=INPUT_RATE,
+            channels=1,
+            dtype="int16",
+            blocksize=int(INPUT_RATE * BLOCK_S),
+            callback=self._on_audio,
         )
 
     def _on_audio(self, indata: np.ndarray, frames: int, _time: Any, _status: Any) -> None:
@@ -74,7 +78,10 @@ class SpeakerOutput(io.AudioOutput):
 
     def __init__(self, sd: Any, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(
-            label="Speaker", next_in_chain=None, sample_rate=OUTPUT_RATE, capabilities=io.AudioOutputCapabilities(pause=False)
+            label="Speaker",
+            next_in_chain=None,
+            sample_rate=OUTPUT_RATE,
+            capabilities=io.AudioOutputCapabilities(pause=False),
         )
         self._loop = loop
         self._buf = bytearray()
@@ -85,7 +92,11 @@ class SpeakerOutput(io.AudioOutput):
         self._interrupted = False
         self._wait_task: asyncio.Task[None] | None = None
         self._stream = sd.OutputStream(
-            samplerate=OUTPUT_RATE, channels=1, dtype="int16", blocksize=int(OUTPUT_RATE * BLOCK_S), callback=self._play
+            samplerate=OUTPUT_RATE,
+            channels=1,
+            dtype="int16",
+            blocksize=int(OUTPUT_RATE * BLOCK_S),
+            callback=self._play,
         )
 
     def _play(self, outdata: np.ndarray, frames: int, _time: Any, _status: Any) -> None:

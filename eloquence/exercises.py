@@ -148,7 +148,9 @@ register(
                     "aides l'utilisateur à parler avec plus de clarté et d'assurance, tu donnes un "
                     "conseil concret à la fois et tu poses une courte question de relance."
                 ),
-                greeting="Bonjour ! Je suis votre coach Eloquence. Sur quoi voulez-vous travailler aujourd'hui ?",
+                greeting=(
+                    "Bonjour ! Je suis votre coach Eloquence. Sur quoi voulez-vous travailler aujourd'hui ?"
+                ),
             ),
         },
     )
@@ -169,7 +171,8 @@ register(
                     "encourage them to try again."
                 ),
                 greeting=(
-                    "Hello! I'm Marie, your confidence coach. Introduce yourself and tell me about your goals."
+                    "Hello! I'm Marie, your confidence coach. "
+                    "Introduce yourself and tell me about your goals."
                 ),
             ),
             "fr": ExerciseText(
@@ -234,9 +237,7 @@ register(
                     "question at a time. After each answer, give one short piece of feedback, then "
                     "ask the next question."
                 ),
-                greeting=(
-                    "Welcome to your practice interview. To begin, tell me a little about yourself."
-                ),
+                greeting=("Welcome to your practice interview. To begin, tell me a little about yourself."),
             ),
             "fr": ExerciseText(
                 persona=(
@@ -244,7 +245,9 @@ register(
                     "Pose une question à la fois. Après chaque réponse, donne un court retour, puis "
                     "pose la question suivante."
                 ),
-                greeting="Bienvenue à votre entretien d'entraînement. Pour commencer, parlez-moi un peu de vous.",
+                greeting=(
+                    "Bienvenue à votre entretien d'entraînement. Pour commencer, parlez-moi un peu de vous."
+                ),
             ),
         },
     )

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .exercises import DEFAULT_EXERCISE, Exercise, ExerciseRegistry, REGISTRY
+from .exercises import DEFAULT_EXERCISE, REGISTRY, Exercise, ExerciseRegistry
 
 logger = logging.getLogger("eloquence.metadata")
 
@@ -108,7 +108,9 @@ def parse_metadata(
     )
 
 
-def build_metadata(*, exercise_type: str, user_id: str | None = None, config: dict[str, Any] | None = None) -> str:
+def build_metadata(
+    *, exercise_type: str, user_id: str | None = None, config: dict[str, Any] | None = None
+) -> str:
     """The JSON the API puts in the dispatch and room metadata (the inverse of `parse_metadata`)."""
     payload: dict[str, Any] = {"exercise_type": exercise_type}
     if user_id is not None:

@@ -146,7 +146,9 @@ async def run_talk_turn(
         # a file cannot pause, so a false interruption cannot be resumed: say so up front
         turn_handling["interruption"] = {**turn_handling["interruption"], "resume_false_interruption": False}
     # no echo from a file: user speech may interrupt the agent from its first word
-    session = build_session(settings=settings, pipeline=pipeline, turn_handling=turn_handling, aec_warmup_duration=None)
+    session = build_session(
+        settings=settings, pipeline=pipeline, turn_handling=turn_handling, aec_warmup_duration=None
+    )
     mic = WavAudioInput(samples=samples, sample_rate=SAMPLE_RATE, trailing_silence_s=trailing_silence_s)
     speaker = WavAudioOutput()
     session.input.audio = mic
@@ -178,13 +180,22 @@ async def run_talk_turn(
     try:
         await session.start(agent=agent)
         # the greeting is spoken first; the measured turn is the user's
-        await _wait_until(lambda: agent.greeting_handle is not None, timeout=10, what="the greeting", observed=observed)
+        await _wait_until(
+            lambda: agent.greeting_handle is not None, timeout=10, what="the greeting", observed=observed
+        )
         assert agent.greeting_handle is not None
-        await _wait_until(agent.greeting_handle.done, timeout=timeout_s, what="the greeting to be spoken", observed=observed)
+        await _wait_until(
+            agent.greeting_handle.done, timeout=timeout_s, what="the greeting to be spoken", observed=observed
+        )
 
         utterance_at = time.perf_counter()
         mic.start_utterance()
-        await _wait_until(mic.utterance_done.is_set, timeout=timeout_s + mic.duration_s, what="the utterance", observed=observed)
+        await _wait_until(
+            mic.utterance_done.is_set,
+            timeout=timeout_s + mic.duration_s,
+            what="the utterance",
+            observed=observed,
+        )
 
         def replied_and_idle() -> bool:
             return (
@@ -200,7 +211,9 @@ async def run_talk_turn(
         while time.monotonic() < settle_until:
             await asyncio.sleep(_POLL_S)
             if not replied_and_idle():
-                await _wait_until(replied_and_idle, timeout=timeout_s, what="the agent's reply", observed=observed)
+                await _wait_until(
+                    replied_and_idle, timeout=timeout_s, what="the agent's reply", observed=observed
+                )
                 settle_until = time.monotonic() + settle_s
     finally:
         mic.close()
@@ -210,13 +223,25 @@ async def run_talk_turn(
         if owned_pipeline:
             await pipeline.aclose()
 
-    user_items = [item for at, item in observed.items if at >= utterance_at and getattr(item, "role", None) == "user"]
+    user_items = [
+        item for at, item in observed.items if at >= utterance_at and getattr(item, "role", None) == "user"
+    ]
     replies = [item for at, item in observed.items if _is_reply(item, at, utterance_at)]
-    greeting_items = [item for at, item in observed.items if at < utterance_at and getattr(item, "role", None) == "assistant"]
+    greeting_items = [
+        item
+        for at, item in observed.items
+        if at < utterance_at and getattr(item, "role", None) == "assistant"
+    ]
 
     t0 = mic.last_voiced_at
-    voiced_segments = [s for s in speaker.segments if s.first_voiced_at is not None and s.started_at >= utterance_at]
-    after_t0 = [s for s in voiced_segments if t0 is not None and s.first_voiced_at is not None and s.first_voiced_at >= t0]
+    voiced_segments = [
+        s for s in speaker.segments if s.first_voiced_at is not None and s.started_at >= utterance_at
+    ]
+    after_t0 = [
+        s
+        for s in voiced_segments
+        if t0 is not None and s.first_voiced_at is not None and s.first_voiced_at >= t0
+    ]
     reply_segment = after_t0[0] if after_t0 else None
     false_endpoints = len(voiced_segments) - len(after_t0)
 
@@ -243,7 +268,8 @@ async def run_talk_turn(
     return TalkReport(
         exercise=exercise_obj.name,
         language=lang,
-        greeting=" ".join(i.text_content or "" for i in greeting_items).strip() or exercise_obj.greeting(lang),
+        greeting=" ".join(i.text_content or "" for i in greeting_items).strip()
+        or exercise_obj.greeting(lang),
         transcript=" ".join(i.text_content or "" for i in user_items).strip(),
         reply=(replies[-1].text_content or "") if replies else "",
         replies=[r.text_content or "" for r in replies],
@@ -260,7 +286,11 @@ async def run_talk_turn(
 
 
 def _is_reply(item: Any, at: float, utterance_at: float) -> bool:
-    return at >= utterance_at and getattr(item, "role", None) == "assistant" and bool((item.text_content or "").strip())
+    return (
+        at >= utterance_at
+        and getattr(item, "role", None) == "assistant"
+        and bool((item.text_content or "").strip())
+    )
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -271,14 +301,18 @@ def _print_report(report: TalkReport, *, input_path: str) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"eloquence talk — {input_path} ({report.exercise}, {report.language})", show_lines=True)
+    table = Table(
+        title=f"eloquence talk — {input_path} ({report.exercise}, {report.language})", show_lines=True
+    )
     table.add_column("", style="bold cyan", no_wrap=True)
     table.add_column("")
     table.add_row("greeting", report.greeting)
     table.add_row("you said", report.transcript or "[red](nothing recognised)")
     table.add_row("reply", report.reply or "[red](no reply)")
     if report.false_endpoints or len(report.replies) > 1:
-        table.add_row("[yellow]warning", f"{len(report.replies)} replies, {report.false_endpoints} before you finished")
+        table.add_row(
+            "[yellow]warning", f"{len(report.replies)} replies, {report.false_endpoints} before you finished"
+        )
     console.print(table)
 
     stages = Table(title="latency per stage (ms)")
@@ -338,7 +372,9 @@ def _check_running(settings: AppSettings) -> dict[str, str]:
         if target.checked:
             healthy, detail = check_health(target.health_url, timeout=2.0)
             if not healthy:
-                raise TalkError(f"{name} is not answering at {target.health_url} ({detail}); start it with `eloquence up`")
+                raise TalkError(
+                    f"{name} is not answering at {target.health_url} ({detail}); start it with `eloquence up`"
+                )
         urls[name] = target.url
     return urls
 
@@ -350,7 +386,9 @@ async def _cli_turn(args: argparse.Namespace, exercise: Exercise, settings: AppS
         logger.debug("%s%s", context.get("message"), f" ({type(exc).__name__}: {exc})" if exc else "")
 
     asyncio.get_running_loop().set_exception_handler(quiet_handler)
-    return await run_talk_turn(audio=args.input, exercise=exercise, settings=settings, output_path=args.output)
+    return await run_talk_turn(
+        audio=args.input, exercise=exercise, settings=settings, output_path=args.output
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -378,11 +416,16 @@ def main(args: argparse.Namespace) -> int:
                 update={
                     "whisper_stt_url": urls["whisper-stt"],
                     "azure_tts_url": urls["azure-tts"],
-                    **({"local_llm_url": urls["llm"]} if not (settings.mistral_api_key or settings.mistral_base_url) else {}),
+                    **(
+                        {"local_llm_url": urls["llm"]}
+                        if not (settings.mistral_api_key or settings.mistral_base_url)
+                        else {}
+                    ),
                 }
             )
             report = asyncio.run(_cli_turn(args, exercise, settings))
-    except (TalkError, ServiceStartError, ServiceUnavailableError, WavFormatError, OSError) as e:
+    except (TalkError, ServiceStartError, ServiceUnavailableError, WavFormatError, OSError, ValueError) as e:
+        # ValueError: a malformed setting (a URL that is not one, ...), named in the message
         return _fail(str(e), as_json=as_json)
     except KeyboardInterrupt:
         _fail("interrupted", as_json=as_json)

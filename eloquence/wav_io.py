@@ -218,7 +218,11 @@ class WavAudioOutput(io.AudioOutput):
             self.segments.append(self._current)
             self.on_playback_started(created_at=time.time())
         segment = self._current
-        if segment.first_voiced_at is None and samples.size and np.max(np.abs(samples)) > _VOICED_AMPLITUDE * 32768:
+        if (
+            segment.first_voiced_at is None
+            and samples.size
+            and np.max(np.abs(samples)) > _VOICED_AMPLITUDE * 32768
+        ):
             segment.first_voiced_at = now
         self._chunks.append(samples.copy())
         self._total_samples += len(samples)

@@ -50,6 +50,8 @@ STREAM_CONNECT_OPTIONS = APIConnectOptions(max_retry=100, retry_interval=0.1, ti
 MAX_REPLAY_S = 60.0
 # Sidecar websocket error codes that a new connection may cure.
 RETRYABLE_WS_CODES = frozenset({"overloaded", "internal"})
+# Errors after which the sidecar keeps the stream going (one frame or message was discarded).
+NON_FATAL_WS_CODES = frozenset({"invalid_audio", "invalid_message"})
 # The last flush's final may wait behind other streams' finals in the sidecar's queue.
 LAST_FINAL_TIMEOUT_S = 30.0
 
@@ -368,6 +370,9 @@ class SpeechStream(stt.RecognizeStream):
                 )
         elif kind == "error":
             code = event.get("code")
+            if code in NON_FATAL_WS_CODES:  # the sidecar dropped one message; the stream goes on
+                logger.warning("whisper-stt: %s", error_message({"error": event}, "error"))
+                return
             raise APIError(
                 f"whisper-stt: {error_message({'error': event}, 'error')}",
                 body=event,

@@ -15,9 +15,11 @@ The AudioEmitter lifecycle is the point of this file (the users' earlier plugin 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,7 +40,7 @@ FRAME_SIZE_MS = 200
 # A pooled socket is reused across turns; refresh it now and then like the official plugins.
 WS_MAX_SESSION_S = 600.0
 # Sidecar error codes worth another attempt (before the first byte only; the framework decides).
-RETRYABLE_WS_CODES = frozenset({"overloaded", "internal", "engine_error", "timeout"})
+RETRYABLE_WS_CODES = frozenset({"overloaded", "internal", "engine_error", "engine_throttled", "timeout"})
 
 
 def resolve_tts_url(base_url: str | None = None) -> str:
@@ -112,15 +114,8 @@ class AzureTTS(tts.TTS):
             sample_rate=sample_rate,
         )
         self._http = SidecarSession(http_session)
-        self._pool = utils.ConnectionPool[aiohttp.ClientWebSocketResponse](
-            connect_cb=self._connect_ws,
-            close_cb=self._close_ws,
-            max_session_duration=WS_MAX_SESSION_S,
-            mark_refreshed_on_get=False,
-        )
+        self._sockets = _SocketPool(connect=self._connect_ws)
         self._streams = weakref.WeakSet[SynthesizeStream]()
-        # sockets abandoned mid-segment, closed in the background so the sidecar stops at once
-        self._closing: set[asyncio.Task[bool]] = set()
 
     @property
     def model(self) -> str:
@@ -160,15 +155,13 @@ class AzureTTS(tts.TTS):
         return stream
 
     def prewarm(self) -> None:
-        self._pool.prewarm()
+        self._sockets.prewarm()
 
     async def aclose(self) -> None:
         for stream in list(self._streams):
             await stream.aclose()
         self._streams.clear()
-        await self._pool.aclose()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._sockets.aclose()
         await self._http.aclose()
 
     async def _connect_ws(self, timeout: float) -> aiohttp.ClientWebSocketResponse:
@@ -177,14 +170,82 @@ class AzureTTS(tts.TTS):
         except Exception as e:
             raise to_api_error(e) from e
 
-    async def _close_ws(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        await ws.close()
 
-    def _discard_ws(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """Close a socket left mid-segment without waiting: the sidecar cancels its synthesis."""
+class _SocketPool:
+    """`utils.ConnectionPool` of sidecar websockets that stay healthy while idle.
+
+    aiohttp answers the sidecar's heartbeat pings only inside `receive()`, so an idle socket that
+    nobody reads is closed by the sidecar after about 45 s, and the next turn would fail once and
+    retry. An idle socket is therefore read by a small task that answers pings and notices a close;
+    `acquire()` stops it and skips a socket that died meanwhile.
+    """
+
+    def __init__(self, *, connect: Callable[[float], Awaitable[aiohttp.ClientWebSocketResponse]]) -> None:
+        self._connect = connect
+        self._idle_readers: dict[aiohttp.ClientWebSocketResponse, asyncio.Task[None]] = {}
+        self._closing: set[asyncio.Task[bool]] = set()
+        self._pool = utils.ConnectionPool[aiohttp.ClientWebSocketResponse](
+            connect_cb=self._connect_idle,
+            close_cb=self._close,
+            max_session_duration=WS_MAX_SESSION_S,
+            mark_refreshed_on_get=False,
+        )
+        self.last_acquire_time = 0.0
+        self.last_connection_reused = False
+
+    def prewarm(self) -> None:
+        self._pool.prewarm()
+
+    async def acquire(self, *, timeout: float) -> aiohttp.ClientWebSocketResponse:
+        while True:
+            ws = await self._pool.get(timeout=timeout)
+            self.last_acquire_time = self._pool.last_acquire_time
+            self.last_connection_reused = self._pool.last_connection_reused
+            reader = self._idle_readers.pop(ws, None)
+            if reader is not None and not reader.done():
+                await utils.aio.cancel_and_wait(reader)
+                if not ws.closed:
+                    return ws
+            self._pool.remove(ws)  # closed while idle: take another one
+
+    def release(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """A socket after a clean `segment_end`: idle and reusable."""
+        self._read_while_idle(ws)
+        self._pool.put(ws)
+
+    def discard(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """A socket left mid-segment: closed now (without waiting), so the sidecar stops at once."""
+        self._pool.remove(ws)
         task = asyncio.create_task(ws.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+        for reader in list(self._idle_readers.values()):
+            await utils.aio.cancel_and_wait(reader)
+        self._idle_readers.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def _connect_idle(self, timeout: float) -> aiohttp.ClientWebSocketResponse:
+        ws = await self._connect(timeout)
+        self._read_while_idle(ws)  # prewarmed sockets wait in the pool too
+        return ws
+
+    def _read_while_idle(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async def read() -> None:
+            # receive() answers pings itself; it returns only on a close or a stray message,
+            # and either way this socket must not serve another segment
+            with contextlib.suppress(Exception):
+                await ws.receive()
+
+        self._idle_readers[ws] = asyncio.create_task(read())
+
+    async def _close(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        if (reader := self._idle_readers.pop(ws, None)) is not None:
+            await utils.aio.cancel_and_wait(reader)
+        await ws.close()
 
 
 class ChunkedStream(tts.ChunkedStream):
@@ -323,10 +384,10 @@ class SynthesizeStream(tts.SynthesizeStream):
         return None
 
     async def _speak(self, first_text: str, segment: _Segment) -> None:
-        pool = self._tts._pool
-        ws = await pool.get(timeout=self._conn_options.timeout)
-        self._acquire_time = pool.last_acquire_time
-        self._connection_reused = pool.last_connection_reused
+        sockets = self._tts._sockets
+        ws = await sockets.acquire(timeout=self._conn_options.timeout)
+        self._acquire_time = sockets.last_acquire_time
+        self._connection_reused = sockets.last_connection_reused
         flush_sent = asyncio.Event()
         finished = False
         segment.start()
@@ -340,10 +401,9 @@ class SynthesizeStream(tts.SynthesizeStream):
         finally:
             await utils.aio.cancel_and_wait(*tasks)
             if finished:
-                pool.put(ws)  # a clean segment_end: the socket is idle and reusable
+                sockets.release(ws)
             else:
-                pool.remove(ws)
-                self._tts._discard_ws(ws)
+                sockets.discard(ws)
 
     async def _send(
         self, ws: aiohttp.ClientWebSocketResponse, first_text: str, flush_sent: asyncio.Event

@@ -224,12 +224,15 @@ async def wyoming_tts_first_audio(port: int, text: str, voice: str) -> float:
 # --------------------------------------------------------------------------- pipecat
 
 
-async def run_pipecat_loop(venv: PeersVenv, job: dict[str, Any], work_dir: Path, *, timeout_s: float) -> list[dict[str, Any]]:
+async def run_pipecat_loop(
+    venv: PeersVenv, job: dict[str, Any], work_dir: Path, *, log_dir: Path, timeout_s: float
+) -> list[dict[str, Any]]:
     """Run peer_pipecat.py in the peers' venv; one result per utterance."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
     job_path = work_dir / "pipecat-job.json"
     job_path.write_text(json.dumps(job))
-    log_path = work_dir / "pipecat.log"
+    log_path = log_dir / "pipecat.log"
     script = Path(__file__).with_name("peer_pipecat.py")
     with log_path.open("wb") as log:  # opening a local file does not block the loop for long
         proc = await asyncio.create_subprocess_exec(

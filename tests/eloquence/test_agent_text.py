@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from livekit.agents import AgentSession
 from fakes.mistral_server import FakeMistralServer
+from livekit.agents import AgentSession
 from support.services import running_service
 
 from eloquence.agent import CoachAgent, _SessionCountLoad, build_session, default_turn_handling
@@ -164,7 +164,9 @@ def test_worker_serves_health_and_registers_under_livekit_agent_name(worker: Ser
 
 @pytest.fixture(scope="module")
 def local_llm(service_log_dir: Path) -> Iterator[ServiceProcess]:
-    with running_service(LOCAL_LLM, service_log_dir, env={"LLM_THREADS": "1", "LLM_BATCH_THREADS": "2"}) as proc:
+    with running_service(
+        LOCAL_LLM, service_log_dir, env={"LLM_THREADS": "1", "LLM_BATCH_THREADS": "2"}
+    ) as proc:
         yield proc
 
 

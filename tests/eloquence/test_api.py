@@ -59,7 +59,9 @@ def _api_env(livekit_port: int, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def fake_livekit(service_log_dir: Path) -> Iterator[ServiceProcess]:
-    with running_service(FAKE_LIVEKIT, service_log_dir, env={"PYTHONPATH": str(TESTS_DIR)}, timeout=60) as proc:
+    with running_service(
+        FAKE_LIVEKIT, service_log_dir, env={"PYTHONPATH": str(TESTS_DIR)}, timeout=60
+    ) as proc:
         yield proc
 
 
@@ -75,7 +77,9 @@ class Responses:
     bodies: list[str] = []
 
 
-async def _call(method: str, url: str, *, body: object = None, raw: bytes | None = None) -> tuple[int, dict, dict]:
+async def _call(
+    method: str, url: str, *, body: object = None, raw: bytes | None = None
+) -> tuple[int, dict, dict]:
     async with aiohttp.ClientSession() as session:
         kwargs: dict = {}
         if raw is not None:
@@ -95,7 +99,9 @@ def _verify(token: str) -> lkapi.Claims:
 
 async def test_token_carries_room_identity_one_hour_ttl_grants_and_dispatch(api_url: str) -> None:
     status, body, _ = await _call(
-        "POST", f"{api_url}/api/livekit/token", body={"exercise_type": "confidence_boost", "user_id": "alice_01"}
+        "POST",
+        f"{api_url}/api/livekit/token",
+        body={"exercise_type": "confidence_boost", "user_id": "alice_01"},
     )
     assert status == 200, body
     assert set(body) == {"token", "livekit_url", "room_name"}
@@ -121,7 +127,9 @@ async def test_token_carries_room_identity_one_hour_ttl_grants_and_dispatch(api_
 
 
 async def test_token_with_a_wrong_secret_does_not_verify(api_url: str) -> None:
-    _, body, _ = await _call("POST", f"{api_url}/api/livekit/token", body={"exercise_type": "default", "user_id": "bob"})
+    _, body, _ = await _call(
+        "POST", f"{api_url}/api/livekit/token", body={"exercise_type": "default", "user_id": "bob"}
+    )
     with pytest.raises(jwt.InvalidSignatureError):
         lkapi.TokenVerifier(API_KEY, "another-secret-that-is-also-long-enough-0123").verify(body["token"])
 
@@ -170,7 +178,9 @@ async def test_rate_limit_applies_per_user(api_url: str) -> None:
         for _ in range(RATE_LIMIT)
     ]
     assert statuses == [200] * RATE_LIMIT
-    status, body, headers = await _call("POST", url, body={"exercise_type": "default", "user_id": "eager_user"})
+    status, body, headers = await _call(
+        "POST", url, body={"exercise_type": "default", "user_id": "eager_user"}
+    )
     assert status == 429
     assert body["error"]["code"] == "rate_limited"
     assert int(headers["Retry-After"]) >= 1
@@ -183,7 +193,9 @@ async def test_create_room_creates_a_voicebot_room_with_the_coach_dispatched(
     api_url: str, fake_livekit: ServiceProcess
 ) -> None:
     status, body, _ = await _call(
-        "POST", f"{api_url}/api/livekit/create-room", body={"agent_id": "agent-123", "exercise_type": "interview_prep"}
+        "POST",
+        f"{api_url}/api/livekit/create-room",
+        body={"agent_id": "agent-123", "exercise_type": "interview_prep"},
     )
     assert status == 200, body
     assert set(body) == {"room_name", "access_token", "livekit_url"}
@@ -249,7 +261,9 @@ async def test_health_reports_livekit_up_and_every_sidecar_down(api_url: str) ->
     assert all(s["healthy"] is False and s["error"] for s in body["services"].values())
 
 
-async def test_health_reports_livekit_unreachable(fake_livekit: ServiceProcess, service_log_dir: Path) -> None:
+async def test_health_reports_livekit_unreachable(
+    fake_livekit: ServiceProcess, service_log_dir: Path
+) -> None:
     env = _api_env(free_port())  # nothing listens at this LiveKit URL
     with running_service(API, service_log_dir / "api-no-livekit", env=env, timeout=60) as proc:
         status, body, _ = await _call("GET", f"{proc.url}/api/livekit/health")
@@ -274,7 +288,9 @@ async def test_openapi_document_describes_the_four_endpoints(api_url: str) -> No
         "/api/livekit/job-notification",
         "/api/livekit/health",
     }
-    token_schema = doc["paths"]["/api/livekit/token"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    token_schema = doc["paths"]["/api/livekit/token"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
     assert token_schema["required"] == ["exercise_type", "user_id"]
     assert token_schema["properties"]["exercise_type"]["enum"] == exercise_names()
 

@@ -64,7 +64,9 @@ def test_unknown_exercise_gets_the_default_with_a_warning(caplog: pytest.LogCapt
         "x" * 70_000,
     ],
 )
-def test_malformed_metadata_gets_the_default_with_a_warning(raw: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_metadata_gets_the_default_with_a_warning(
+    raw: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="eloquence.metadata"):
         meta = parse_metadata(("job", raw), ("room", ""))
     assert meta.exercise.name == "default"

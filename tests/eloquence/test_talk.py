@@ -39,13 +39,19 @@ def stack(service_log_dir: Path) -> Iterator[dict[str, str]]:
     with (
         running_service(WHISPER_STT, service_log_dir, env={"WHISPER_CPU_THREADS": "2"}) as stt,
         running_service(AZURE_TTS, service_log_dir) as tts,
-        running_service(LOCAL_LLM, service_log_dir, env={"LLM_THREADS": "1", "LLM_BATCH_THREADS": "2"}) as llm,
+        running_service(
+            LOCAL_LLM, service_log_dir, env={"LLM_THREADS": "1", "LLM_BATCH_THREADS": "2"}
+        ) as llm,
     ):
         yield {"WHISPER_STT_URL": stt.url, "AZURE_TTS_URL": tts.url, "LOCAL_LLM_URL": llm.url}
 
 
 def _env(urls: dict[str, str], **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRAL_", "WHISPER_", "AZURE_", "LOCAL_LLM"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MISTRAL_", "WHISPER_", "AZURE_", "LOCAL_LLM"))
+    }
     return {**env, **urls, **extra}
 
 
@@ -64,7 +70,10 @@ def _talk(*args: str, env: dict[str, str], timeout: float = 150) -> subprocess.C
 async def _transcribe(stt_url: str, wav: bytes) -> str:
     form = aiohttp.FormData()
     form.add_field("file", wav, filename="reply.wav", content_type="audio/wav")
-    async with aiohttp.ClientSession() as http, http.post(f"{stt_url}/v1/audio/transcriptions", data=form) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{stt_url}/v1/audio/transcriptions", data=form) as resp,
+    ):
         assert resp.status == 200, await resp.text()
         return str((await resp.json())["text"])
 
@@ -79,8 +88,16 @@ async def test_a_full_spoken_turn_through_the_talk_command(stack: dict[str, str]
     question.write_bytes(to_wav(np.concatenate([silence(0.3), speak(QUESTION_TEXT), silence(0.2)])))
     out = tmp_path / "reply.wav"
     # a short reply keeps the test quick; the cap is a setting like any other
-    result = _talk(str(question), "-o", str(out), "--exercise", "confidence_boost", "--json", "--no-start",
-                   env=_env(stack, ELOQUENCE_LLM_MAX_TOKENS="40"))
+    result = _talk(
+        str(question),
+        "-o",
+        str(out),
+        "--exercise",
+        "confidence_boost",
+        "--json",
+        "--no-start",
+        env=_env(stack, ELOQUENCE_LLM_MAX_TOKENS="40"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
 
@@ -98,7 +115,7 @@ async def test_a_full_spoken_turn_through_the_talk_command(stack: dict[str, str]
     # the reply audio is real speech: it transcribes back into words
     audio, rate = sf.read(out, dtype="float32")
     assert rate == report["output_sample_rate"]
-    reply_audio = audio[int(report["reply_offset_s"] * rate):]
+    reply_audio = audio[int(report["reply_offset_s"] * rate) :]
     assert len(reply_audio) / rate > 0.5
     reply_audio = reply_audio[: 6 * rate]  # the first seconds are enough to hear words
     buf = io.BytesIO()
@@ -132,7 +149,9 @@ def _sentence_with_pause(first: str, rest: str, pause_s: float) -> np.ndarray:
     head = speak(first)
     # the boundary: the quietest 20 ms near where `first` ends on its own
     frame = 320
-    energies = [float(np.sqrt(np.mean(whole[i:i + frame] ** 2))) for i in range(0, len(whole) - frame, frame // 2)]
+    energies = [
+        float(np.sqrt(np.mean(whole[i : i + frame] ** 2))) for i in range(0, len(whole) - frame, frame // 2)
+    ]
     guess = len(head) - int(0.15 * 16000)
     window = range(max(0, (guess - 4000) // (frame // 2)), min(len(energies), (guess + 4000) // (frame // 2)))
     cut = min(window, key=lambda i: energies[i]) * (frame // 2) + frame // 2
@@ -186,7 +205,9 @@ def test_a_dead_sidecar_is_a_clear_error(stack: dict[str, str]) -> None:
 
 def test_a_sidecar_that_breaks_mid_session_is_a_clear_error(stack: dict[str, str]) -> None:
     # healthy at /health, but it is not a TTS: the greeting's synthesis fails inside the session
-    result = _talk(str(QUESTION_WAV), "--no-start", env=_env({**stack, "AZURE_TTS_URL": stack["WHISPER_STT_URL"]}))
+    result = _talk(
+        str(QUESTION_WAV), "--no-start", env=_env({**stack, "AZURE_TTS_URL": stack["WHISPER_STT_URL"]})
+    )
     assert result.returncode == 1
     assert "eloquence talk: the session failed" in result.stderr and "azure-tts" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -201,7 +222,11 @@ def test_an_unknown_exercise_is_a_clear_error(stack: dict[str, str]) -> None:
 
 def test_console_says_clearly_when_there_is_no_sound_device(stack: dict[str, str]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "eloquence", "console"], capture_output=True, text=True, env=_env(stack), timeout=60
+        [sys.executable, "-m", "eloquence", "console"],
+        capture_output=True,
+        text=True,
+        env=_env(stack),
+        timeout=60,
     )
     assert result.returncode == 1
     assert "eloquence console:" in result.stderr
@@ -210,14 +235,23 @@ def test_console_says_clearly_when_there_is_no_sound_device(stack: dict[str, str
 
 
 FAKE_LIVEKIT = ServiceDefinition(
-    name="fake-livekit-talk", console_script="", module_argv=("fakes.livekit_server",), default_port=0, health_path="/"
+    name="fake-livekit-talk",
+    console_script="",
+    module_argv=("fakes.livekit_server",),
+    default_port=0,
+    health_path="/",
 )
 
 
 async def test_api_health_reports_every_sidecar_up(stack: dict[str, str], service_log_dir: Path) -> None:
     tests_dir = str(REPO / "tests")
     with running_service(FAKE_LIVEKIT, service_log_dir, env={"PYTHONPATH": tests_dir}, timeout=60) as livekit:
-        env = {**stack, "LIVEKIT_URL": f"ws://127.0.0.1:{livekit.port}", "MISTRAL_API_KEY": "", "MISTRAL_BASE_URL": ""}
+        env = {
+            **stack,
+            "LIVEKIT_URL": f"ws://127.0.0.1:{livekit.port}",
+            "MISTRAL_API_KEY": "",
+            "MISTRAL_BASE_URL": "",
+        }
         with running_service(API, service_log_dir / "api-all-up", env=env, timeout=60) as api:
             async with aiohttp.ClientSession() as http, http.get(f"{api.url}/api/livekit/health") as resp:
                 assert resp.status == 200

@@ -52,7 +52,12 @@ async def create_room(request: web.Request) -> web.Response:
     req = CreateRoomRequest.FromString(await request.read())
     if not req.name:
         return _twirp_error(400, "invalid_argument", "room name required")
-    room = Room(sid=f"RM_{secrets.token_hex(6)}", name=req.name, metadata=req.metadata, empty_timeout=req.empty_timeout)
+    room = Room(
+        sid=f"RM_{secrets.token_hex(6)}",
+        name=req.name,
+        metadata=req.metadata,
+        empty_timeout=req.empty_timeout,
+    )
     request.app[KEY_ROOMS][req.name] = room
     request.app[KEY_LOG].append(
         {
@@ -112,8 +117,12 @@ def main() -> None:
     parser.add_argument("--room", action="append", default=[], help="a room that already exists")
     args = parser.parse_args()
     rooms: dict[str, Any] = {name: Room(name=name) for name in args.room}
-    web.run_app(create_app(api_key=args.api_key, api_secret=args.api_secret, rooms=rooms), host=args.host,
-                port=args.port, print=None)
+    web.run_app(
+        create_app(api_key=args.api_key, api_secret=args.api_secret, rooms=rooms),
+        host=args.host,
+        port=args.port,
+        print=None,
+    )
 
 
 if __name__ == "__main__":

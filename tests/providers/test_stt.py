@@ -12,6 +12,7 @@ import pytest
 from livekit import rtc
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, APIError, APIStatusError, stt
 from livekit.agents.metrics import STTMetrics
+from support.fault_proxy import Faults, fault_proxy
 from support.services import running_service
 from support.speech import silence, speak, to_pcm16, wer
 
@@ -187,7 +188,7 @@ async def test_flush_without_speech_answers_one_empty_final(whisper_stt: Whisper
 
 
 async def test_reconnect_mid_utterance_loses_no_word_and_repeats_no_final(
-    service_log_dir: Path, caplog: pytest.LogCaptureFixture
+    service_log_dir: Path,
 ) -> None:
     port = free_port()
     log_path = service_log_dir / "whisper-stt-restart.log"
@@ -234,6 +235,34 @@ async def test_reconnect_mid_utterance_loses_no_word_and_repeats_no_final(
     assert wer(FIRST, spoken[0]) <= 0.15 and wer(SECOND, spoken[1]) <= 0.15, spoken
     assert len(log.of(stt.SpeechEventType.START_OF_SPEECH)) == 2  # the replay does not start speech again
     assert errors and all(e.recoverable for e in errors)
+
+
+async def test_a_cut_between_flush_and_final_gives_exactly_one_final(stt_service: ServiceProcess) -> None:
+    # the flush reaches the sidecar, then the connection drops before its final comes back
+    faults = Faults(ws_cut_after_client_text='"flush"')
+    async with (
+        fault_proxy(stt_service.url, faults) as proxy,
+        WhisperSTT(base_url=proxy.url, language="en") as stt_v,
+    ):
+        errors: list[stt.STTError] = []
+        stt_v.on("error", errors.append)
+        stream = stt_v.stream()
+        log = EventLog(stream)
+        await push(stream, frames_of(speak(SENTENCE)))
+        stream.flush()
+        await log.wait_finals(1)
+        stream.end_input()
+        await log.done()
+        await stream.aclose()
+
+    assert proxy.faults.ws_cuts == 1 and proxy.faults.ws_sessions == 2
+    assert log.error is None
+    # the utterance and its flush were re-sent on the new socket: one final for it, then end_input's
+    assert len(log.finals) == 2 and log.finals[1] == "", log.finals
+    assert wer(SENTENCE, log.finals[0]) <= 0.15, log.finals
+    assert len(log.of(stt.SpeechEventType.START_OF_SPEECH)) == 1
+    assert len(log.of(stt.SpeechEventType.END_OF_SPEECH)) == 1
+    assert [e.recoverable for e in errors] == [True]
 
 
 async def test_unsupported_language_is_a_clear_error_not_retried(stt_service: ServiceProcess) -> None:

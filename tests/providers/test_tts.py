@@ -497,6 +497,29 @@ async def test_prewarm_opens_the_socket_before_the_first_turn(tts_service: Servi
     assert rec.metrics[0].connection_reused and rec.metrics[0].acquire_time == 0.0
 
 
+async def test_a_pooled_socket_closed_while_idle_is_replaced_without_a_failed_attempt(
+    tts_service: ServiceProcess,
+) -> None:
+    # the sidecar closes the socket once it is back in the pool (as its heartbeat does to an idle one)
+    faults = Faults(ws_close_after_server_text="segment_end")
+    async with fault_proxy(tts_service.url, faults) as proxy, AzureTTS(base_url=proxy.url) as tts_v:
+        rec = Recorder.on(tts_v)
+        first = await run_stream(tts_v, SHORT)
+        for _ in range(100):  # the idle socket sees the close
+            if proxy.faults.ws_server_closes:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        second = await run_stream(tts_v, TWO_SENTENCES)
+
+    assert proxy.faults.ws_server_closes == 1
+    check_frames(first.events, sample_rate=24000, streamed=True)
+    check_frames(second.events, sample_rate=24000, streamed=True)
+    assert not rec.errors  # no failed attempt, no retry: the dead socket was never used
+    assert proxy.faults.ws_sessions == 2
+    assert not rec.metrics[1].connection_reused
+
+
 def test_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AZURE_TTS_URL", raising=False)
     monkeypatch.delenv("PIPER_TTS_URL", raising=False)

@@ -45,13 +45,14 @@ def whisper(service_log_dir: Path) -> Iterator[ServiceProcess]:
 
 @pytest.fixture(scope="module")
 def whisper_tiny_queue(service_log_dir: Path) -> Iterator[ServiceProcess]:
-    # No interims here: only the jobs a test makes occupy the one worker and the one queue slot.
+    # One worker, no interims: only the jobs a test makes occupy the worker and the one queue slot.
     env = {
         **SERVICE_ENV,
         "WHISPER_QUEUE_SIZE": "1",
         "WHISPER_RETRY_AFTER_S": "2",
         "WHISPER_INTERIM_INTERVAL_MS": "600000",
         "WHISPER_MAX_STREAMS": "2",
+        "WHISPER_WORKERS": "1",
     }
     with running_service(WHISPER_STT, service_log_dir / "tiny-queue", env=env) as service:
         yield service
@@ -167,7 +168,13 @@ async def test_http_accuracy_on_clean_speech_and_response_formats(whisper: Servi
         data = to_wav(utterance(SENTENCES[1], tail_s=0.3))
         plain = await post_audio(session, whisper.url, data, response_format="text", language="en")
         verbose = await post_audio(
-            session, whisper.url, data, response_format="verbose_json", temperature="0"
+            session,
+            whisper.url,
+            data,
+            response_format="verbose_json",
+            temperature="0",
+            # Longer than the 223 tokens the model keeps: truncated, not an error.
+            prompt="A coaching session about presentations and business meetings. " * 30,
         )
         verbose_body = await verbose.json()
     assert wer(" ".join(SENTENCES), " ".join(texts)) <= 0.15, texts
@@ -273,6 +280,7 @@ async def test_stream_events_come_in_order_with_sane_timestamps(whisper: Service
     assert len({e["utterance_id"] for e in events}) == 1
     start, *interims, final, end = events
     assert lead_s - 0.35 <= start["start_s"] <= lead_s + 0.3, start
+    assert start["start_s"] < start["end_s"] <= start["start_s"] + 0.5, start  # detected soon after it began
     assert final["start_s"] == start["start_s"] == end["start_s"] and final["end_s"] == end["end_s"]
     assert lead_s + speech_s - 0.5 <= final["end_s"] <= lead_s + speech_s + 0.5, final
     interim_ends = [e["end_s"] for e in interims]
@@ -501,6 +509,14 @@ def test_degenerate_short_window_output_is_recognized() -> None:
 
     assert is_degenerate(transcript("Stop stop stop stop stop stop", 1.0))
     assert is_degenerate(transcript("Yes? . . . . . . .", 1.0))
+    looped = Transcript(
+        text="Quarterly results, " * 5,
+        language="en",
+        duration=4.0,
+        encoder_frames=1000,
+        segments=tuple(TranscriptSegment(i, i + 0.8, "Quarterly results,", -0.3, 0.1, 1.0) for i in range(5)),
+    )
+    assert is_degenerate(looped)  # one turn of the loop per segment
     assert not is_degenerate(transcript("Yes.", 1.0))
     assert not is_degenerate(transcript(LONG_SENTENCE, 13.0))
     # Legitimately repeated speech keeps a speaking rate: not a loop.
@@ -545,6 +561,18 @@ def test_noise_filter_drops_on_acoustic_evidence_not_on_text_alone() -> None:
     assert verdict("I think I think I think I think I think", spoken) == "repetition"
     assert verdict("la la la la la la la la la la la la la la la", spoken, ratio=3.1) == "repetition"
     assert verdict("The quarterly results were better than we expected.", quiet) is None
+
+    # A loop spread over segments, one turn each: the first stays, the repeats go.
+    loop = tuple(
+        TranscriptSegment(i * 0.5, i * 0.5 + 0.5, "Quarterly results,", -0.3, 0.1, 1.0) for i in range(6)
+    )
+    transcript = Transcript(text="", language="en", duration=3.0, segments=loop, encoder_frames=1000)
+    filtered, dropped = noise_filter.apply(transcript, spoken)
+    assert (
+        filtered.text == "Quarterly results,"
+        and {d.reason for d in dropped} == {"repetition"}
+        and len(dropped) == 5
+    )
 
 
 async def test_queue_runs_finals_before_interims_and_sheds_interims_first() -> None:

@@ -24,10 +24,18 @@ class Faults:
     """Answer this many HTTP requests with 503 + the sidecars' error body before proxying."""
     ws_overloaded: int = 0
     """Answer this many websocket sessions with an `overloaded` error and close 1013."""
+    ws_cut_after_client_text: str | None = None
+    """Once: forward the client's websocket text message containing this, then drop the client's
+    connection before anything more comes back (a network cut right after a request)."""
+    ws_close_after_server_text: str | None = None
+    """Once: after passing on the service's websocket text message containing this, close the
+    client's socket from the server side (what a sidecar's heartbeat does to a socket idle too long)."""
     response_headers: dict[str, str] = field(default_factory=dict)
     """Headers to overwrite on proxied HTTP responses."""
     http_requests: int = 0
     ws_sessions: int = 0
+    ws_cuts: int = 0
+    ws_server_closes: int = 0
     client_messages: list[str | dict[str, object]] = field(default_factory=list)
     """Every websocket text message and HTTP JSON body the client sent (decoded), in order."""
 
@@ -91,6 +99,13 @@ async def fault_proxy(upstream: str, faults: Faults | None = None) -> AsyncItera
                     if msg.type == aiohttp.WSMsgType.TEXT:
                         faults.client_messages.append(json.loads(msg.data))
                         await up.send_str(msg.data)
+                        cut = faults.ws_cut_after_client_text
+                        if cut is not None and cut in msg.data:
+                            faults.ws_cut_after_client_text = None
+                            faults.ws_cuts += 1
+                            if request.transport is not None:
+                                request.transport.abort()
+                            return
                     elif msg.type == aiohttp.WSMsgType.BINARY:
                         await up.send_bytes(msg.data)
                 await up.close()
@@ -99,6 +114,13 @@ async def fault_proxy(upstream: str, faults: Faults | None = None) -> AsyncItera
                 async for msg in up:
                     if msg.type == aiohttp.WSMsgType.TEXT:
                         await client.send_str(msg.data)
+                        close = faults.ws_close_after_server_text
+                        if close is not None and close in msg.data:
+                            faults.ws_close_after_server_text = None
+                            faults.ws_server_closes += 1
+                            await asyncio.sleep(0.1)  # the client has finished with the message
+                            await client.close(code=1001, message=b"idle")
+                            return
                     elif msg.type == aiohttp.WSMsgType.BINARY:
                         await client.send_bytes(msg.data)
                 await client.close(code=up.close_code or 1000)

@@ -27,7 +27,10 @@ DEFAULT_TEMPERATURES = (0.0, 0.4, 0.8)
 # Bounds a decoder loop: fast speech is under 5 tokens a second, timestamps included.
 _MAX_TOKENS_PER_SECOND = 8
 _MAX_TOKENS_SLACK = 16
-_MAX_NEW_TOKENS = 440  # the model's 448 minus room for the start-of-transcript prompt
+# The model's 448 tokens hold the prompt too: faster-whisper keeps up to 223 tokens of an initial
+# prompt, plus the start-of-transcript sequence.
+_MAX_NEW_TOKENS = 440
+_MAX_NEW_TOKENS_WITH_PROMPT = 220
 
 
 def longest_repeat(tokens: list[str], *, max_ngram: int = 4) -> int:
@@ -51,7 +54,8 @@ def is_degenerate(transcript: Transcript, *, repeat_max: int = 4, max_words_per_
     words = transcript.text.split()
     if len(words) > max(3.0, transcript.duration * max_words_per_second):
         return True
-    return any(longest_repeat(s.text.split()) >= repeat_max for s in transcript.segments)
+    # The whole text: with timestamps, each turn of a loop may be a segment of its own.
+    return longest_repeat(words) >= repeat_max
 
 
 class UnsupportedLanguageError(ValueError):
@@ -214,7 +218,7 @@ class WhisperTranscriber:
                 without_timestamps=not timestamps,
                 vad_filter=False,
                 max_new_tokens=min(
-                    _MAX_NEW_TOKENS,
+                    _MAX_NEW_TOKENS_WITH_PROMPT if prompt else _MAX_NEW_TOKENS,
                     int(len(audio) / SAMPLE_RATE * _MAX_TOKENS_PER_SECOND) + _MAX_TOKENS_SLACK,
                 ),
             )

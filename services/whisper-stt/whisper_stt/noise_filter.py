@@ -99,6 +99,19 @@ class NoiseFilter:
             return "hallucination"
         return None
 
+    def _looping_segments(self, segments: tuple[TranscriptSegment, ...]) -> set[int]:
+        """Indexes of the repeats when one text fills `repetition_max` or more segments in a row (the first stays)."""
+        looping: set[int] = set()
+        run_start = 0
+        texts = [normalize(s.text) for s in segments]
+        for i in range(1, len(texts) + 1):
+            if i < len(texts) and texts[i] and texts[i] == texts[run_start]:
+                continue
+            if i - run_start >= self.repetition_max:
+                looping.update(range(run_start + 1, i))
+            run_start = i
+        return looping
+
     def apply(self, transcript: Transcript, audio: np.ndarray) -> tuple[Transcript, list[Dropped]]:
         """The transcript without the dropped segments, and what was dropped and why (CPU: a thread)."""
         if not transcript.segments:
@@ -106,8 +119,11 @@ class NoiseFilter:
         flags = voiced_frames(audio, aggressiveness=self.vad_aggressiveness)
         kept: list[TranscriptSegment] = []
         dropped: list[Dropped] = []
-        for segment in transcript.segments:
-            reason = self.reason_to_drop(segment, flags) if segment.text else None
+        looping = self._looping_segments(transcript.segments)
+        for index, segment in enumerate(transcript.segments):
+            reason = "repetition" if index in looping else None
+            if reason is None and segment.text:
+                reason = self.reason_to_drop(segment, flags)
             if reason is None:
                 kept.append(segment)
             else:

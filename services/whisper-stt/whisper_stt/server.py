@@ -115,6 +115,9 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
         return json_error(400, "unsupported_language", str(e), supported=e.supported)
     except Overloaded as e:
         return json_error(429, "overloaded", str(e), headers={"Retry-After": str(e.retry_after_s)})
+    except Exception as e:
+        logger.exception("transcription failed")
+        return json_error(500, "internal", f"transcription failed: {e}")
     if response_format == "text":
         return web.Response(text=transcript.text, content_type="text/plain")
     if response_format == "json":

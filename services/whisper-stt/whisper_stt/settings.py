@@ -23,9 +23,11 @@ class WhisperSTTSettings(SidecarSettings):
     whisper_device: str = "cpu"
     whisper_compute_type: str = "int8"
     # Two threads: a final is on the critical path of a turn, and while it runs the LLM and TTS
-    # wait for it, so it may use both cores of a 2-core box; one worker keeps passes serial.
+    # wait for it, so it may use both cores of a 2-core box.
     whisper_cpu_threads: int = Field(2, ge=1)
-    whisper_workers: int = Field(1, ge=1, le=8)
+    # Passes that may run at once. With 2, one is kept for finals: a final starts at once instead of
+    # waiting for a running interim to end (they share the cores meanwhile).
+    whisper_workers: int = Field(2, ge=1, le=8)
     whisper_language: str = "en"
     whisper_beam_size: int = Field(1, ge=1, le=10)
     # "utterance": encode only the audio plus a margin instead of the fixed 30 s window;

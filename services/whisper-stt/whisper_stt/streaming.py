@@ -128,7 +128,7 @@ class StreamSession:
             samples = self._resampler.resample_chunk(samples)
         for boundary in self._segmenter.push(samples):
             if isinstance(boundary, SpeechStarted):
-                self._start_utterance(boundary.start_s)
+                self._start_utterance(boundary.start_s, boundary.detected_s)
             elif isinstance(boundary, SpeechEnded):
                 self._finalize(boundary.audio, boundary.end_s, reason=boundary.reason)
         self._maybe_interim()
@@ -164,13 +164,11 @@ class StreamSession:
 
     # -- utterances ----------------------------------------------------------------------------
 
-    def _start_utterance(self, start_s: float) -> None:
+    def _start_utterance(self, start_s: float, detected_s: float) -> None:
         utterance = _Utterance(next(self._utterance_ids), start_s)
         utterance.next_interim_s = start_s + self._interim_interval_s
         self._utterance = utterance
-        self._outbox.put_nowait(
-            self._event("start_of_speech", utterance.id, start_s, self._segmenter.stream_s)
-        )
+        self._outbox.put_nowait(self._event("start_of_speech", utterance.id, start_s, detected_s))
 
     def _finalize(self, audio: np.ndarray, end_s: float, *, reason: str) -> None:
         utterance = self._utterance

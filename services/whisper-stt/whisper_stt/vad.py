@@ -38,6 +38,8 @@ def voiced_seconds(flags: np.ndarray, start_s: float, end_s: float) -> float:
 class SpeechStarted:
     start_s: float
     """Stream time of the first voiced frame."""
+    detected_s: float
+    """Stream time at which enough speech was heard to say so."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ class UtteranceSegmenter:
                     self._lookback.clear()
                     self._silent_run = 0
                     self._last_voiced_frame = index
-                    events.append(SpeechStarted(self.start_s))
+                    events.append(SpeechStarted(self.start_s, (index + 1) * FRAME_MS / 1000))
                 continue
             self._utterance.append(frame)
             if voiced:
