@@ -11,7 +11,13 @@ repeat measures both sides back to back, alternating which goes first:
 - TTS time to first audio frame over HTTP: `AzureTTS.synthesize()` against a raw POST /v1/synthesize;
 - the same TTS measurements on a cache hit (the sidecar's audio cache already holds the text).
 
-Medians over --repeats, and the absolute difference (plugin - raw) in milliseconds. Run:
+Medians over --repeats, and the absolute difference (plugin - raw) in milliseconds. On a busy
+2-core box the sidecar's own variance dwarfs the plugin, so the run also times the plugin alone:
+the shared aiohttp session timestamps what the plugin's socket sends and receives, and "plugin own"
+is the time between the caller and the wire (STT: flush() → flush on the wire, plus final on the
+wire → FINAL_TRANSCRIPT at the caller; TTS stream: stream() + push_text → text on the wire, plus first
+audio on the wire → first SynthesizedAudio; TTS http: response headers, which come with the first
+audio, → first SynthesizedAudio). Run:
   python benchmarks/providers_bench.py [--repeats 9] [--stt-url URL] [--tts-url URL] [--json out.json]
 """
 
@@ -75,6 +81,47 @@ def sidecar(
         proc.stop()
 
 
+# --- the probe: when the plugin's messages actually cross the wire -------------------------------
+
+
+class WireClock:
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = []
+
+    def mark(self, what: str) -> None:
+        self.marks.append((what, time.perf_counter()))
+
+    def first(self, what: str, *, after: float) -> float:
+        return next(t for w, t in self.marks if w == what and t >= after)
+
+
+WIRE = WireClock()
+OWN: dict[str, list[float]] = {}  # the plugin's own time per measure
+
+
+class TimedWebSocket(aiohttp.ClientWebSocketResponse):
+    async def receive(self, timeout: float | None = None) -> aiohttp.WSMessage:
+        msg = await super().receive(timeout)
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            WIRE.mark("in:audio")
+        elif msg.type == aiohttp.WSMsgType.TEXT:
+            WIRE.mark(f"in:{json.loads(msg.data).get('type')}")
+        return msg
+
+    async def send_str(self, data: str, compress: int | None = None) -> None:
+        await super().send_str(data, compress)
+        WIRE.mark(f"out:{json.loads(data).get('type')}")
+
+
+def timed_session() -> aiohttp.ClientSession:
+    async def headers_received(*_: Any) -> None:
+        WIRE.mark("in:http headers")  # the sidecar sends them with the first audio frame
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(headers_received)
+    return aiohttp.ClientSession(ws_response_class=TimedWebSocket, trace_configs=[trace])
+
+
 # --- STT: end of speech -> final ----------------------------------------------------------------
 
 
@@ -93,7 +140,10 @@ async def stt_plugin(whisper: WhisperSTT, pcm: bytes) -> float:
         stream.flush()
         async for ev in stream:
             if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
-                return time.perf_counter() - start
+                end = time.perf_counter()
+                sent, received = WIRE.first("out:flush", after=start), WIRE.first("in:final", after=start)
+                OWN.setdefault("STT end of speech → final", []).append((sent - start) + (end - received))
+                return end - start
         raise RuntimeError("the stream ended without a final")
     finally:
         await stream.aclose()
@@ -116,14 +166,19 @@ async def stt_raw(http: aiohttp.ClientSession, url: str, pcm: bytes) -> float:
 # --- TTS: time to first audio frame -------------------------------------------------------------
 
 
-async def tts_stream_plugin(azure: AzureTTS, text: str) -> float:
+async def tts_stream_plugin(azure: AzureTTS, text: str, cache: str) -> float:
     start = time.perf_counter()
     stream = azure.stream()
     stream.push_text(text)
     stream.end_input()
     first = None
     async for _ in stream:
-        first = first or time.perf_counter() - start  # then drain: the socket goes back to the pool
+        if first is None:
+            first = time.perf_counter() - start
+            sent = WIRE.first("out:text", after=start) - start
+            own = sent + (start + first - WIRE.first("in:audio", after=start))
+            OWN.setdefault(f"TTS first frame, stream ({cache})", []).append(own)
+        # then drain: the socket goes back to the pool
     await stream.aclose()
     assert first is not None
     return first
@@ -146,12 +201,15 @@ async def tts_stream_raw(ws: aiohttp.ClientWebSocketResponse, text: str) -> floa
     return first
 
 
-async def tts_http_plugin(azure: AzureTTS, text: str) -> float:
+async def tts_http_plugin(azure: AzureTTS, text: str, cache: str) -> float:
     start = time.perf_counter()
     first = None
     async with azure.synthesize(text) as stream:
         async for _ in stream:
-            first = first or time.perf_counter() - start
+            if first is None:
+                first = time.perf_counter() - start
+                own = start + first - WIRE.first("in:http headers", after=start)
+                OWN.setdefault(f"TTS first frame, http ({cache})", []).append(own)
     assert first is not None
     return first
 
@@ -184,7 +242,7 @@ async def measure(results: dict[str, dict[str, list[float]]], name: str, i: int,
 async def run(args: argparse.Namespace, stt_url: str, tts_url: str) -> dict[str, dict[str, list[float]]]:
     pcm = to_pcm16(np.concatenate([silence(0.3), speak(UTTERANCE)]))
     results: dict[str, dict[str, list[float]]] = {}
-    async with aiohttp.ClientSession() as http:
+    async with timed_session() as http:
         whisper = WhisperSTT(base_url=stt_url, language="en", http_session=http)
         azure = AzureTTS(base_url=tts_url, sample_rate=SAMPLE_RATE_TTS, http_session=http)
         azure.prewarm()
@@ -193,20 +251,28 @@ async def run(args: argparse.Namespace, stt_url: str, tts_url: str) -> dict[str,
             # warm-up: models, pools and keep-alive connections, not measured
             await stt_plugin(whisper, pcm)
             await stt_raw(http, stt_url, pcm)
-            await tts_stream_plugin(azure, "Warming up.")
+            await tts_stream_plugin(azure, "Warming up.", "warm-up")
             await tts_stream_raw(ws_tts, "Warming up.")
             for i in range(args.repeats):
                 stt_pair = (partial(stt_plugin, whisper, pcm), partial(stt_raw, http, stt_url, pcm))
                 await measure(results, "STT end of speech → final", i, stt_pair)
                 # distinct texts of the same length, so that the sidecar's cache misses
                 a, b, c, d = (sentence(4 * i + k + 1) for k in range(4))
-                stream_pair = (partial(tts_stream_plugin, azure, a), partial(tts_stream_raw, ws_tts, b))
-                http_pair = (partial(tts_http_plugin, azure, c), partial(tts_http_raw, http, tts_url, d))
-                await measure(results, "TTS first frame, stream (cold)", i, stream_pair)
-                await measure(results, "TTS first frame, http (cold)", i, http_pair)
+                cold = (partial(tts_stream_plugin, azure, a, "cold"), partial(tts_stream_raw, ws_tts, b))
+                cold_http = (
+                    partial(tts_http_plugin, azure, c, "cold"),
+                    partial(tts_http_raw, http, tts_url, d),
+                )
+                await measure(results, "TTS first frame, stream (cold)", i, cold)
+                await measure(results, "TTS first frame, http (cold)", i, cold_http)
                 # cache hits: the same texts again
-                await measure(results, "TTS first frame, stream (cache hit)", i, stream_pair)
-                await measure(results, "TTS first frame, http (cache hit)", i, http_pair)
+                hit = (partial(tts_stream_plugin, azure, a, "cache hit"), partial(tts_stream_raw, ws_tts, b))
+                hit_http = (
+                    partial(tts_http_plugin, azure, c, "cache hit"),
+                    partial(tts_http_raw, http, tts_url, d),
+                )
+                await measure(results, "TTS first frame, stream (cache hit)", i, hit)
+                await measure(results, "TTS first frame, http (cache hit)", i, hit_http)
         finally:
             await ws_tts.close()
             await whisper.aclose()
@@ -219,14 +285,16 @@ def report(results: dict[str, dict[str, list[float]]], repeats: int) -> list[dic
     from rich.table import Table
 
     table = Table(title=f"plugin vs raw sidecar protocol (medians of {repeats}, ms)")
-    for col in ("measure", "plugin", "raw", "plugin - raw"):
+    for col in ("measure", "plugin", "raw", "plugin - raw", "plugin own"):
         table.add_column(col, justify="left" if col == "measure" else "right")
     rows = []
     for name, sides in results.items():
         plugin, raw = statistics.median(sides["plugin"]) * 1000, statistics.median(sides["raw"]) * 1000
+        own = statistics.median(OWN[name]) * 1000
         rows.append({"measure": name, "plugin_ms": round(plugin, 1), "raw_ms": round(raw, 1),
-                     "diff_ms": round(plugin - raw, 1), "repeats": len(sides["plugin"])})  # fmt: skip
-        table.add_row(name, f"{plugin:.1f}", f"{raw:.1f}", f"{plugin - raw:+.1f}")
+                     "diff_ms": round(plugin - raw, 1), "plugin_own_ms": round(own, 2),
+                     "repeats": len(sides["plugin"])})  # fmt: skip
+        table.add_row(name, f"{plugin:.1f}", f"{raw:.1f}", f"{plugin - raw:+.1f}", f"{own:.2f}")
     Console().print(table)
     return rows
 

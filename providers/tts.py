@@ -297,7 +297,7 @@ class ChunkedStream(tts.ChunkedStream):
 
 def _check_sample_rate(headers: Any, expected: int) -> None:
     declared = headers.get("X-Sample-Rate")
-    if declared is None or int(declared) != expected:
+    if declared is None or not declared.isdigit() or int(declared) != expected:
         raise APIError(
             f"azure-tts answered at X-Sample-Rate={declared}, but {expected} Hz was requested",
             retryable=False,
@@ -371,6 +371,10 @@ class SynthesizeStream(tts.SynthesizeStream):
             raise to_api_error(e, request_id=request_id) from e
         finally:
             segment.end()
+            if segment.dropped_bytes:
+                logger.debug(
+                    "dropped %d bytes of audio that came after the segment ended", segment.dropped_bytes
+                )
 
     async def _first_text(self) -> str | None:
         """Wait for text that has something to say; None when the segment ends without any."""

@@ -70,6 +70,7 @@ class TranscriptionQueue:
         self._workers = [
             asyncio.create_task(self._work(), name=f"whisper-worker-{i}") for i in range(workers)
         ]
+        self._worker_count = workers
         self._interim_slots = max(1, workers - 1)
         self._running_interims = 0
         self.running = 0
@@ -87,14 +88,16 @@ class TranscriptionQueue:
         return await future  # type: ignore[no-any-return]
 
     def _admit(self, fn: Callable[[], Any], priority: Priority, stream_id: str | None) -> asyncio.Future[Any]:
+        # Jobs that an idle worker is about to take do not count as waiting.
+        idle = self._worker_count - self.running
         if priority == Priority.FINAL:
-            if self._finals_waiting() >= self.max_pending:
+            if self._finals_waiting() - idle >= self.max_pending:
                 self._reject("queue_full")
-            if len(self._heap) >= self.max_pending:
+            if len(self._heap) - idle >= self.max_pending:
                 interims = [job for job in self._heap if job.priority == Priority.INTERIM]
                 self._shed(max(interims, key=lambda job: job.seq))
         else:
-            if self._finals_waiting() or len(self._heap) >= self.max_pending:
+            if self._finals_waiting() or len(self._heap) - idle >= self.max_pending:
                 if self._metrics:
                     self._metrics.interims_shed.inc()
                 raise InterimShed()
