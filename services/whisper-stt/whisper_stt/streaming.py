@@ -37,6 +37,15 @@ _stream_ids = itertools.count(1)
 Event = dict[str, Any]
 
 
+# Whisper mis-hears the first words when speech starts within ~0.2 s of the clip's start, which the
+# VAD's pre-roll allows ("calm my nerves" became "come in earth"); digital silence in front fixes it.
+_LEAD_IN = np.zeros(int(0.2 * SAMPLE_RATE), dtype=np.float32)
+
+
+def _with_lead_in(audio: np.ndarray) -> np.ndarray:
+    return np.concatenate([_LEAD_IN, audio]) if audio.size else audio
+
+
 class StreamError(Exception):
     """Ends the session with an `error` event and a close code."""
 
@@ -185,7 +194,7 @@ class StreamSession:
         self, utterance: _Utterance, audio: np.ndarray, end_s: float, reason: str
     ) -> Event:
         transcript = await self.recognizer.transcribe(
-            audio, priority=Priority.FINAL, language=self.language, stream_id=self.stream_id
+            _with_lead_in(audio), priority=Priority.FINAL, language=self.language, stream_id=self.stream_id
         )
         return self._event(
             "final",
@@ -215,7 +224,7 @@ class StreamSession:
     async def _interim(self, utterance: _Utterance, audio: np.ndarray, end_s: float) -> None:
         try:
             transcript = await self.recognizer.transcribe(
-                audio, priority=Priority.INTERIM, language=self.language, stream_id=self.stream_id
+                _with_lead_in(audio), priority=Priority.INTERIM, language=self.language, stream_id=self.stream_id
             )
         except InterimShed:
             return
