@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from support.speech import silence, speak  # noqa: E402
+from support.speech import silence, speak, speak_with_pause  # noqa: E402
 
 from eloquence.agent import build_pipeline  # noqa: E402
 from eloquence.exercises import get_exercise  # noqa: E402
@@ -37,6 +37,8 @@ from eloquence.settings import AppSettings  # noqa: E402
 from eloquence.talk import TalkError, run_talk_turn  # noqa: E402
 
 SETTINGS = {
+    "transcript 0.3 s": {"ELOQUENCE_TURN_DETECTOR": "transcript", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.3},
+    "transcript 0.5 s": {"ELOQUENCE_TURN_DETECTOR": "transcript", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.5},
     "vad 0.3 s": {"ELOQUENCE_TURN_DETECTOR": "vad", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.3},
     "eot 0.3 s": {"ELOQUENCE_TURN_DETECTOR": "eot", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.3},
     "eot 0.6 s": {"ELOQUENCE_TURN_DETECTOR": "eot", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.6},
@@ -44,17 +46,6 @@ SETTINGS = {
 }
 CLEAN = "What is the best way to prepare for a job interview?"
 PAUSED = ("I would like some help with", "my job interview tomorrow morning")
-
-
-def sentence_with_pause(first: str, rest: str, pause_s: float) -> np.ndarray:
-    """The whole sentence in one breath, with silence cut in at the quietest point near the word boundary."""
-    whole, head, frame = speak(f"{first} {rest}"), speak(first), 320
-    hop = frame // 2
-    energies = [float(np.sqrt(np.mean(whole[i : i + frame] ** 2))) for i in range(0, len(whole) - frame, hop)]
-    guess = len(head) - int(0.15 * 16000)
-    window = range(max(0, (guess - 4000) // hop), min(len(energies), (guess + 4000) // hop))
-    cut = min(window, key=lambda i: energies[i]) * hop + hop
-    return np.concatenate([silence(0.3), whole[:cut], silence(pause_s), whole[cut:], silence(0.2)])
 
 
 @contextlib.contextmanager
@@ -95,7 +86,7 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> dict[str, dict
         )  # warm-up
         for round_ in range(args.repeats):
             pause_s = [0.4, 0.55, 0.7][round_ % 3]
-            paused = sentence_with_pause(*PAUSED, pause_s)
+            paused = speak_with_pause(*PAUSED, pause_s)
             for name, settings in configs.items():
                 try:
                     report = await run_talk_turn(audio=clean, settings=settings, pipeline=pipeline)

@@ -55,13 +55,19 @@ def default_turn_handling(settings: AppSettings) -> TurnHandlingOptions:
     the final transcript while the commit waits.
     """
     detector: Any
-    if settings.turn_detector == "eot":
+    if settings.turn_detector == "transcript":
+        from .turn_detector import TranscriptTurnDetector
+
+        detector = TranscriptTurnDetector(language=settings.language)
+    elif settings.turn_detector == "eot":
         # pinned to the local model: "auto" would pick the cloud one in dev mode
         detector = inference.TurnDetector(version="v1-mini")
     elif settings.turn_detector == "vad":
         detector = "vad"
     else:
-        raise ValueError(f"ELOQUENCE_TURN_DETECTOR must be 'eot' or 'vad', not {settings.turn_detector!r}")
+        raise ValueError(
+            f"ELOQUENCE_TURN_DETECTOR must be 'transcript', 'eot' or 'vad', not {settings.turn_detector!r}"
+        )
     return TurnHandlingOptions(
         turn_detection=detector,
         endpointing={

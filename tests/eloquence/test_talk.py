@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from support.services import running_service
-from support.speech import silence, speak, to_wav, wer
+from support.speech import silence, speak, speak_with_pause, to_wav, wer
 
 from eloquence.services import API, AZURE_TTS, LOCAL_LLM, WHISPER_STT, ServiceDefinition, free_port
 from eloquence.settings import AppSettings
@@ -139,28 +139,9 @@ async def test_a_full_spoken_turn_through_the_talk_command(stack: dict[str, str]
     assert {"llm_ttft_ms", "tts_first_audio_ms"} <= set(report["messages"][-1]["data"])
 
 
-def _sentence_with_pause(first: str, rest: str, pause_s: float) -> np.ndarray:
-    """One sentence spoken in one breath, with a silence cut in at the word boundary after `first`.
-
-    Synthesizing the whole sentence keeps the mid-sentence intonation of `first` (no final fall),
-    which is what a speaker who hesitates sounds like.
-    """
-    whole = speak(f"{first} {rest}")
-    head = speak(first)
-    # the boundary: the quietest 20 ms near where `first` ends on its own
-    frame = 320
-    energies = [
-        float(np.sqrt(np.mean(whole[i : i + frame] ** 2))) for i in range(0, len(whole) - frame, frame // 2)
-    ]
-    guess = len(head) - int(0.15 * 16000)
-    window = range(max(0, (guess - 4000) // (frame // 2)), min(len(energies), (guess + 4000) // (frame // 2)))
-    cut = min(window, key=lambda i: energies[i]) * (frame // 2) + frame // 2
-    return np.concatenate([silence(0.3), whole[:cut], silence(pause_s), whole[cut:], silence(0.2)])
-
-
 @pytest.mark.parametrize("pause_s", [0.4, 0.7])
 async def test_a_pause_mid_sentence_gets_exactly_one_reply(stack: dict[str, str], pause_s: float) -> None:
-    audio = _sentence_with_pause("I would like some help with", "my job interview tomorrow morning", pause_s)
+    audio = speak_with_pause("I would like some help with", "my job interview tomorrow morning", pause_s)
     report = await run_talk_turn(audio=audio, exercise="interview_prep", settings=_settings(stack))
     assert len(report.replies) == 1, report.replies
     assert report.false_endpoints == 0  # the reply's audio began after the sentence ended

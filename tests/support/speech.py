@@ -83,3 +83,25 @@ def transcribe(samples: np.ndarray, *, sample_rate: int) -> str:
 
 def pcm16_to_float(pcm: bytes) -> np.ndarray:
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def speak_with_pause(first: str, rest: str, pause_s: float, *, sample_rate: int = 16000) -> np.ndarray:
+    """`first rest` spoken in one breath, with `pause_s` of silence cut in after the words of `first`.
+
+    Synthesizing the whole sentence keeps the mid-sentence intonation of `first` (no final fall),
+    which is what a speaker who hesitates sounds like. The cut goes between the last word of
+    `first` and the next word, located with Whisper's word timestamps (the quietest 10 ms between
+    them), so the pause is where the text says it is.
+    """
+    whole = speak(f"{first} {rest}", sample_rate=16000)
+    segments, _ = _whisper().transcribe(whole, language="en", beam_size=1, word_timestamps=True)
+    words = [w for s in segments for w in (s.words or [])]
+    n = len(first.split())
+    if len(words) <= n:
+        raise AssertionError(f"could not align {first!r} in {[w.word for w in words]}")
+    lo, hi = int(words[n - 1].end * 16000), max(int(words[n].start * 16000), int(words[n - 1].end * 16000) + 160)
+    frame = 160
+    starts = range(lo, max(lo + 1, hi - frame), frame // 2)
+    cut = min(starts, key=lambda i: float(np.mean(whole[i : i + frame] ** 2))) + frame // 2
+    audio = np.concatenate([silence(0.3), whole[:cut], silence(pause_s), whole[cut:], silence(0.2)])
+    return audio if sample_rate == 16000 else soxr.resample(audio, 16000, sample_rate).astype(np.float32)
