@@ -32,12 +32,13 @@ class AppSettings(BaseSettings):
     state_dir: str = Field(".eloquence", validation_alias="ELOQUENCE_STATE_DIR")
 
     # --- agent session and worker (eloquence/agent.py) ---
-    min_endpointing_delay: float = Field(0.9, validation_alias="ELOQUENCE_MIN_ENDPOINTING_DELAY")
+    min_endpointing_delay: float = Field(0.3, validation_alias="ELOQUENCE_MIN_ENDPOINTING_DELAY")
     """Seconds of silence after speech before the turn may end (when the turn detector agrees)."""
     max_endpointing_delay: float = Field(2.0, validation_alias="ELOQUENCE_MAX_ENDPOINTING_DELAY")
     """Seconds the agent waits when the turn detector says the user is mid-sentence."""
-    turn_detector: str = Field("eot", validation_alias="ELOQUENCE_TURN_DETECTOR")
-    """`eot` (livekit's local audio end-of-turn model on top of the VAD) or `vad` (silence only)."""
+    turn_detector: str = Field("transcript", validation_alias="ELOQUENCE_TURN_DETECTOR")
+    """`transcript` (a sentence ending on "with", "my"... is unfinished: eloquence/turn_detector.py),
+    `eot` (livekit's local audio end-of-turn model) or `vad` (silence only)."""
     preemptive_tts: bool = Field(True, validation_alias="ELOQUENCE_PREEMPTIVE_TTS")
     agent_max_sessions: int = Field(4, validation_alias="AGENT_MAX_SESSIONS")
     """Concurrent sessions one worker accepts; its load is active sessions / this."""

@@ -24,6 +24,7 @@ from eloquence.agent import CoachAgent, _SessionCountLoad, build_session, defaul
 from eloquence.exercises import exercise_names, get_exercise
 from eloquence.services import AGENT, LOCAL_LLM, ServiceProcess, free_port
 from eloquence.settings import AppSettings
+from eloquence.turn_detector import TranscriptTurnDetector
 
 
 def _settings(**env: str | None) -> AppSettings:
@@ -121,10 +122,11 @@ def test_turn_handling_is_tuned_for_latency_without_cloud_models() -> None:
     options = default_turn_handling(_settings())
     assert options["preemptive_generation"] == {"enabled": True, "preemptive_tts": True}
     assert options["interruption"]["enabled"] is True and options["interruption"]["mode"] == "vad"
-    # the commit waits out a 700 ms hesitation; preemptive generation works meanwhile
-    assert 0.8 <= options["endpointing"]["min_delay"] < options["endpointing"]["max_delay"]
-    detector = options["turn_detection"]
-    assert getattr(detector, "model", None) == "turn-detector-v1-mini"  # the local model, not the cloud one
+    # a finished sentence commits after a short silence; an unfinished one waits for the rest
+    assert options["endpointing"]["min_delay"] <= 0.5 < options["endpointing"]["max_delay"]
+    assert isinstance(options["turn_detection"], TranscriptTurnDetector)
+    eot = default_turn_handling(_settings(ELOQUENCE_TURN_DETECTOR="eot"))["turn_detection"]
+    assert getattr(eot, "model", None) == "turn-detector-v1-mini"  # the local model, not the cloud one
     assert default_turn_handling(_settings(ELOQUENCE_TURN_DETECTOR="vad"))["turn_detection"] == "vad"
     with pytest.raises(ValueError, match="ELOQUENCE_TURN_DETECTOR"):
         default_turn_handling(_settings(ELOQUENCE_TURN_DETECTOR="cloud"))

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+from livekit.agents import llm
+
+from eloquence.turn_detector import TranscriptTurnDetector, end_of_turn_probability
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["How can I calm my nerves?", "I get nervous.", "Merci.", "Thank you!", "Comment gérer le trac ?"],
+)
+def test_a_finished_sentence_is_a_likely_end_of_turn(text: str) -> None:
+    assert end_of_turn_probability(text, "fr" if "trac" in text else "en") > 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("I would like some help with", "en"),
+        ("I would like some help with my.", "en"),  # Whisper often closes a fragment with a period
+        ("When I speak in meetings I usually...", "en"),
+        ("My biggest problem is that,", "en"),
+        ("Je voudrais de l'aide avec", "fr"),
+        ("Je n'arrive pas à parler devant mon", "fr"),
+    ],
+)
+def test_a_sentence_cut_on_a_dangling_word_is_unfinished(text: str, language: str) -> None:
+    assert end_of_turn_probability(text, language) < 0.3
+
+
+async def test_the_detector_reads_the_last_user_message() -> None:
+    detector = TranscriptTurnDetector(language="en")
+    ctx = llm.ChatContext()
+    ctx.add_message(role="assistant", content="Hello, what would you like to work on?")
+    ctx.add_message(role="user", content="I want to get better at")
+    unlikely = await detector.unlikely_threshold("en")
+    assert unlikely is not None
+    assert await detector.predict_end_of_turn(ctx) < unlikely
+    ctx.add_message(role="user", content="presenting to my team.")
+    assert await detector.predict_end_of_turn(ctx) > unlikely
