@@ -110,6 +110,17 @@ class PacedStream:
                 self.t0 = now
             yield float_to_pcm16(padded[k * n : (k + 1) * n])
 
+    def endpoint_due(self, silence_ms: int) -> bool:
+        """True once `silence_ms` of audio has been delivered after the frame holding t0.
+
+        The endpoint every system compared at the sidecar level gets: the same moment for all,
+        whatever their VAD would decide (VADs are compared through the stack and pipecat).
+        """
+        if self.t0 is None:
+            return False
+        frames_after = len(self.released) - 1 - self.speech_end_frame
+        return frames_after * self.frame_ms >= silence_ms
+
     def assert_real_time(self) -> None:
         step = self.frame_samples / self.sample_rate
         for k, t in enumerate(self.released):
@@ -125,28 +136,3 @@ class PacedStream:
             return 0.0
         step = self.frame_samples / self.sample_rate
         return 1000 * max(self.t_start + (k + 1) * step - t for k, t in enumerate(self.released))
-
-
-@dataclass
-class SilenceEndpointer:
-    """The bench client's own end-of-speech detector for sidecar-level and peer runs.
-
-    Every system compared at that level gets the same endpoint: `silence_ms` of audio at or
-    below -40 dBFS after speech. The real stack uses its own VAD instead (measured in `turns`).
-    """
-
-    silence_ms: int = 250
-    sample_rate: int = 16000
-    _speech_seen: bool = False
-    _quiet_samples: int = 0
-
-    def push(self, pcm: bytes) -> bool:
-        """Feed one frame; True once the end of speech is declared."""
-        if is_loud_pcm16(pcm):
-            self._speech_seen = True
-            self._quiet_samples = 0
-            return False
-        if not self._speech_seen:
-            return False
-        self._quiet_samples += len(pcm) // 2
-        return self._quiet_samples * 1000 >= self.silence_ms * self.sample_rate

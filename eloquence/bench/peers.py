@@ -2,7 +2,7 @@
 
 - whisper-stt sidecar vs `wyoming-faster-whisper` (same CTranslate2 model directory, compute
   type, beam size and threads; the same bench client streams the audio in real time and ends
-  the stream at the same SilenceEndpointer endpoint: our `flush`, their `audio-stop`);
+  the stream at the same endpoint, 250 ms after t0: our `flush`, their `audio-stop`);
 - azure-tts sidecar vs `wyoming-piper` (same voice file, same texts; time to the first audible
   PCM chunk);
 - the whole loop vs a headless `pipecat-ai` pipeline (peer_pipecat.py) built from its Whisper,
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .corpus import Utterance
-from .pacing import PacedStream, SilenceEndpointer, is_loud_pcm16
+from .pacing import PacedStream, is_loud_pcm16
 
 PEER_REQUIREMENTS = {
     "wyoming-faster-whisper": "wyoming-faster-whisper==3.8.1",
@@ -174,14 +174,13 @@ async def wyoming_stt_turn(port: int, utterance: Utterance, *, endpoint_silence_
     from wyoming.client import AsyncTcpClient
 
     stream = PacedStream(utterance.samples)
-    endpointer = SilenceEndpointer(silence_ms=endpoint_silence_ms)
     async with AsyncTcpClient("127.0.0.1", port) as client:
         await client.write_event(Transcribe(language="en").event())
         await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
         t_stop: float | None = None
         async for frame in stream.frames():
             await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=frame).event())
-            if endpointer.push(frame):
+            if stream.endpoint_due(endpoint_silence_ms):
                 await client.write_event(AudioStop().event())
                 t_stop = time.perf_counter()
                 stream.stop()

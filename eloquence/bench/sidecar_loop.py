@@ -3,7 +3,7 @@
 This is the level at which our sidecars meet the peers (the same client, pacing and endpoint
 for both) and at which the concurrency mode loads the services:
 
-    paced audio ─WS /v1/stream─▶ whisper-stt   (flush after the bench's SilenceEndpointer)
+    paced audio ─WS /v1/stream─▶ whisper-stt   (flush 250 ms after t0, PacedStream.endpoint_due)
     final text ─mistralai SDK──▶ local LLM     (streamed; first complete sentence)
     sentence  ─WS /v1/stream─▶  azure-tts      (first non-silent PCM frame)
 
@@ -23,7 +23,7 @@ import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from .corpus import Utterance
-from .pacing import PacedStream, SilenceEndpointer, is_loud_pcm16
+from .pacing import PacedStream, is_loud_pcm16
 from .raw_engines import LLMTiming
 
 TURN_TIMEOUT_S = 60.0
@@ -78,9 +78,8 @@ async def stream_stt(
     endpoint_silence_ms: int,
     language: str = "en",
 ) -> STTResult:
-    """Stream one utterance in real time, flush at the bench's endpoint, wait for the final."""
+    """Stream one utterance in real time, flush `endpoint_silence_ms` after t0, wait for the final."""
     stream = PacedStream(utterance.samples)
-    endpointer = SilenceEndpointer(silence_ms=endpoint_silence_ms)
     url = ws_url(whisper_url, f"/v1/stream?sample_rate=16000&language={language}")
     finals: list[tuple[float, str]] = []
     t_flush: float | None = None
@@ -110,7 +109,7 @@ async def stream_stt(
                 if receiver.done():
                     break
                 await ws.send_bytes(frame)
-                if t_flush is None and endpointer.push(frame):
+                if t_flush is None and stream.endpoint_due(endpoint_silence_ms):
                     await ws.send_str(json.dumps({"type": "flush"}))
                     t_flush = time.perf_counter()
                     stream.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eloquence.bench.pacing import PacedStream, PacingError, SilenceEndpointer, last_loud_sample
+from eloquence.bench.pacing import PacedStream, PacingError, last_loud_sample
 from eloquence.bench.report import STACK_STAGES, summarize
 from eloquence.bench.resources import memory_growth
 from eloquence.bench.sidecar_loop import LOOP_STAGES
@@ -118,13 +118,15 @@ async def test_paced_stream_assertion_catches_audio_sent_early() -> None:
         stream.assert_real_time()
 
 
-def test_endpointer_fires_after_the_configured_silence_only() -> None:
-    endpointer = SilenceEndpointer(silence_ms=100)
-    loud = (np.ones(320) * 8000).astype("<i2").tobytes()
-    quiet = np.zeros(320, "<i2").tobytes()
-    assert not any(endpointer.push(quiet) for _ in range(20))  # silence before speech ends nothing
-    assert not endpointer.push(loud)
-    assert [endpointer.push(quiet) for _ in range(5)] == [False, False, False, False, True]
+async def test_endpoint_comes_a_fixed_silence_after_t0_not_at_a_mid_sentence_pause() -> None:
+    speech, pause = 0.5 * np.ones(3200, np.float32), np.zeros(8000, np.float32)  # 200 ms, then 500 ms
+    stream = PacedStream(np.concatenate([speech, pause, speech]), trailing_silence_s=0.5)
+    due_at = None
+    async for _ in stream.frames():
+        if due_at is None and stream.endpoint_due(100):
+            due_at = len(stream.released) - 1
+    assert stream.speech_end_frame == (3200 + 8000 + 3200 - 1) // 320
+    assert due_at == stream.speech_end_frame + 5  # 5 frames of 20 ms after the frame holding t0
 
 
 def test_statistics_and_memory_growth() -> None:
