@@ -99,3 +99,14 @@ def to_api_error(e: BaseException, *, request_id: str | None = None) -> APIError
             message=e.message or f"HTTP {e.status}", status_code=e.status, request_id=request_id, body=None
         )
     return APIConnectionError()
+
+
+def sidecar_event(data: str, service: str) -> dict[str, Any]:
+    """One JSON event from a sidecar's websocket; anything else is a protocol error (not retried)."""
+    try:
+        event = json.loads(data)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise APIError(f"{service} sent something that is not an event: {data[:200]!r}", retryable=False)
+    return event

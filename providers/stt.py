@@ -37,7 +37,7 @@ from livekit.agents.language import LanguageCode
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer, is_given
 
-from ._http import SidecarSession, error_message, raise_for_sidecar_status, to_api_error
+from ._http import SidecarSession, error_message, raise_for_sidecar_status, sidecar_event, to_api_error
 from .log import logger
 from .models import STTLanguages
 
@@ -335,7 +335,7 @@ class SpeechStream(stt.RecognizeStream):
         while True:
             msg = await ws.receive()
             if msg.type == aiohttp.WSMsgType.TEXT:
-                self._on_event(_event_of(msg.data))
+                self._on_event(sidecar_event(msg.data, "whisper-stt"))
                 if self._replay.pending_flushes == 0:
                     answered.set()
             elif msg.type == aiohttp.WSMsgType.ERROR:
@@ -438,14 +438,6 @@ async def _first_of(main: asyncio.Task[Any], watched: asyncio.Task[Any]) -> None
     main.result()
 
 
-def _event_of(data: str) -> dict[str, Any]:
-    try:
-        event = json.loads(data)
-    except ValueError:
-        event = None
-    if not isinstance(event, dict):
-        raise APIError(f"whisper-stt sent something that is not an event: {data[:200]!r}", retryable=False)
-    return event
 
 
 def _mono_pcm16(frame: rtc.AudioFrame) -> bytes:

@@ -28,7 +28,7 @@ from livekit.agents import APIConnectionError, APIConnectOptions, APIError, APIT
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import is_given
 
-from ._http import SidecarSession, error_message, raise_for_sidecar_status, to_api_error
+from ._http import SidecarSession, error_message, raise_for_sidecar_status, sidecar_event, to_api_error
 from .log import logger
 from .models import TTSSampleRates, TTSVoiceContexts
 
@@ -437,7 +437,7 @@ class SynthesizeStream(tts.SynthesizeStream):
             if msg.type == aiohttp.WSMsgType.BINARY:
                 segment.push(msg.data)
             elif msg.type == aiohttp.WSMsgType.TEXT:
-                event = _event_of(msg.data)
+                event = sidecar_event(msg.data, "azure-tts")
                 kind = event.get("type")
                 if kind == "sentence_end":
                     segment.flush()
@@ -457,12 +457,3 @@ class SynthesizeStream(tts.SynthesizeStream):
             else:  # CLOSE, CLOSING, CLOSED
                 raise APIConnectionError(f"azure-tts closed the websocket mid-segment (code {ws.close_code})")
 
-
-def _event_of(data: str) -> dict[str, Any]:
-    try:
-        event = json.loads(data)
-    except ValueError:
-        event = None
-    if not isinstance(event, dict):
-        raise APIError(f"azure-tts sent something that is not an event: {data[:200]!r}", retryable=False)
-    return event
