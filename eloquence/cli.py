@@ -40,6 +40,12 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sessions", type=int, nargs="*", default=None)
     bench.add_argument("--soak", type=int, default=0, help="turns per session for the memory soak")
     bench.add_argument("--out", default="bench-out")
+    bench.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run the peers (wyoming-faster-whisper, wyoming-piper, pipecat) in their own venv",
+    )
     return parser
 
 

@@ -21,7 +21,7 @@ from livekit.agents.language import LanguageCode
 _DANGLING_WORDS: dict[str, frozenset[str]] = {
     "en": frozenset(
         """a an the my your his her our their its this these those to of in on at for with about
-        from into onto by as and or but so because if when while than then whether i i'm i'd i'll
+        from into onto by as and or but so because if when while that than then whether i i'm i'd i'll
         i've we he she they it's is are am was were be been being have has had do does did
         can could would should will shall might must may very really quite more most some any
         every what how which who whom whose where why um uh er like""".split()
