@@ -37,12 +37,12 @@ from eloquence.settings import AppSettings  # noqa: E402
 from eloquence.talk import TalkError, run_talk_turn  # noqa: E402
 
 SETTINGS = {
-    "transcript 0.3 s": {"ELOQUENCE_TURN_DETECTOR": "transcript", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.3},
+    "transcript 0.3 s (default)": {"ELOQUENCE_TURN_DETECTOR": "transcript", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.3},
     "transcript 0.5 s": {"ELOQUENCE_TURN_DETECTOR": "transcript", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.5},
     "vad 0.3 s": {"ELOQUENCE_TURN_DETECTOR": "vad", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.3},
     "eot 0.3 s": {"ELOQUENCE_TURN_DETECTOR": "eot", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.3},
     "eot 0.6 s": {"ELOQUENCE_TURN_DETECTOR": "eot", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.6},
-    "eot 0.9 s (default)": {"ELOQUENCE_TURN_DETECTOR": "eot", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.9},
+    "eot 0.9 s": {"ELOQUENCE_TURN_DETECTOR": "eot", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.9},
 }
 CLEAN = "What is the best way to prepare for a job interview?"
 PAUSED = ("I would like some help with", "my job interview tomorrow morning")
@@ -82,7 +82,7 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> dict[str, dict
     }
     try:
         await run_talk_turn(
-            audio=clean, settings=configs["eot 0.9 s (default)"], pipeline=pipeline
+            audio=clean, settings=configs["eot 0.9 s"], pipeline=pipeline
         )  # warm-up
         for round_ in range(args.repeats):
             pause_s = [0.4, 0.55, 0.7][round_ % 3]
@@ -125,7 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, _services(Path(tmp), given) as urls:
         results = asyncio.run(_run(args, urls))
 
-    default = results["eot 0.9 s (default)"]["e2e"]
+    default = results["transcript 0.3 s (default)"]["e2e"]
     base = statistics.median(default) if default else None
     print(
         f"\n{'setting':<22}{'e2e median ms':>15}{'e2e min–max':>18}{'vs default':>12}{'false endpoints':>18}"
