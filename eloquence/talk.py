@@ -70,6 +70,8 @@ class TalkReport:
     """Replies whose audio started before the end of the user's speech (t0)."""
     messages: list[dict[str, Any]] = field(default_factory=list)
     input_duration_s: float = 0.0
+    pacing_max_early_ms: float = 0.0
+    """How far ahead of real time any input frame reached the session (0 when paced)."""
     reply_offset_s: float | None = None
     """Where the reply starts in the output WAV (the greeting comes first)."""
     reply_audio_s: float = 0.0
@@ -278,6 +280,7 @@ async def run_talk_turn(
         timings=timings,
         messages=list(messages.messages),
         input_duration_s=round(len(samples) / SAMPLE_RATE, 3),
+        pacing_max_early_ms=round(mic.max_early_s * 1000, 2),
         reply_offset_s=round(reply_segment.offset_s, 3) if reply_segment is not None else None,
         reply_audio_s=round(sum(s.duration_s for s in voiced_segments), 3),
         output_path=written,

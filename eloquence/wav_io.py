@@ -102,6 +102,9 @@ class WavAudioInput(io.AudioInput):
         """t0: perf_counter when the frame holding the last sample above -40 dBFS was delivered."""
         self.utterance_done = asyncio.Event()
         """Set once the WAV and its trailing silence have been delivered."""
+        self.max_early_s = 0.0
+        """How far ahead of real time (counted from the WAV's first frame) any WAV frame was
+        delivered: 0 when paced, a frame or more when a stalled loop caught up in a burst."""
 
     @property
     def duration_s(self) -> float:
@@ -152,6 +155,9 @@ class WavAudioInput(io.AudioInput):
             chunk = np.concatenate([chunk, self._silence[: self._frame_len - len(chunk)]])
         if start == 0:
             self.utterance_started_at = now
+        elif self.utterance_started_at is not None:
+            due = self.utterance_started_at + (start // self._frame_len) * self._frame_s
+            self.max_early_s = max(self.max_early_s, due - now)
         if self._last_voiced is not None and start <= self._last_voiced < end:
             self.last_voiced_at = now
         self._cursor = end

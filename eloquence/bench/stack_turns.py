@@ -16,6 +16,9 @@ from .corpus import Utterance
 from .pacing import PacingError
 from .quality import wer
 
+# one 20 ms frame: a stalled event loop that then hands over a burst of frames is not real time
+PACING_TOLERANCE_MS = 20.0
+
 TALK_STAGES = {  # bench stage name -> TalkTimings attribute (same order as report.STACK_STAGES)
     "stt_final": "stt_final_ms",
     "end_of_turn": "end_of_turn_ms",
@@ -73,6 +76,9 @@ async def run_stack_turns(
                 if elapsed < utterance.duration_s:
                     raise PacingError(f"{utterance.id}: the turn took {elapsed:.2f} s for {utterance.duration_s:.2f} s "
                                       "of audio: it was not delivered in real time")
+                if report.pacing_max_early_ms > PACING_TOLERANCE_MS:
+                    raise PacingError(f"{utterance.id}: an input frame reached the session "
+                                      f"{report.pacing_max_early_ms:.1f} ms ahead of real time")
                 stages = {name: getattr(report.timings, attr) for name, attr in TALK_STAGES.items()}
                 turn.update(
                     stages={k: v for k, v in stages.items() if v is not None},
@@ -85,6 +91,7 @@ async def run_stack_turns(
                     # answered into the pause: reply audio before the end of the user's speech
                     false_endpoint=report.false_endpoints > 0,
                     split_turn=report.user_turns > 1,
+                    pacing_max_early_ms=report.pacing_max_early_ms,
                     error=None if report.reply else "no reply",
                 )
             turns.append(turn)
