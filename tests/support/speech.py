@@ -21,8 +21,13 @@ def _voice():  # type: ignore[no-untyped-def]
 
 @functools.cache
 def _speak_cached(text: str, sample_rate: int) -> bytes:
+    from piper import SynthesisConfig
+
     voice = _voice()
-    chunks = [c.audio_float_array for c in voice.synthesize(text)]
+    # no generator or phoneme-width noise: the same text gives the same samples on every run,
+    # so a fixture cannot pass on one run and fail on the next
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    chunks = [c.audio_float_array for c in voice.synthesize(text, syn_config=config)]
     audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     if voice.config.sample_rate != sample_rate:
         audio = soxr.resample(audio, voice.config.sample_rate, sample_rate)
