@@ -275,13 +275,7 @@ def ensure_services(
                     f"{target.definition.health_path}; free it or set {target.definition.port_env} "
                     "to another port"
                 )
-            proc = ServiceProcess(
-                definition=target.definition,
-                port=target.port,
-                host=target.host,
-                log_path=log_dir / f"{target.name}.log",
-                env=env,
-            )
+            proc = _process_for(target, env, log_dir)
             proc.start()
             started.append(proc)
             to_wait.append((target, proc))
@@ -503,18 +497,23 @@ def _preflight(targets: Sequence[ServiceTarget], log_dir: Path) -> list[str]:
     return problems
 
 
+def _process_for(target: ServiceTarget, env: Mapping[str, str], log_dir: Path) -> ServiceProcess:
+    """The local process of one service, logging to `<log_dir>/<name>.log`."""
+    return ServiceProcess(
+        definition=target.definition,
+        port=target.port,
+        host=target.host,
+        log_path=log_dir / f"{target.name}.log",
+        env=env,
+    )
+
+
 def _start(
     targets: Sequence[ServiceTarget], env: Mapping[str, str], log_dir: Path
 ) -> list[tuple[ServiceTarget, ServiceProcess]]:
     started = []
     for target in targets:
-        proc = ServiceProcess(
-            definition=target.definition,
-            port=target.port,
-            host=target.host,
-            log_path=log_dir / f"{target.name}.log",
-            env=env,
-        )
+        proc = _process_for(target, env, log_dir)
         proc.start()
         started.append((target, proc))
     return started

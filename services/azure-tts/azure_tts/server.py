@@ -7,11 +7,11 @@ import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sidecar_common.audio import wav_bytes
 from sidecar_common.http import HTTPMetrics, add_health_and_metrics, json_error
 
@@ -21,6 +21,8 @@ from .pcm_frames import PCMFramer
 from .stream_socket import StreamSocket
 from .synthesis import SpeechOptions, SpeechSession, TextToSpeech
 from .voices import UnknownVoiceError
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
 
 logger = logging.getLogger("azure_tts.server")
 
@@ -84,13 +86,9 @@ class AzureTTSServer:
         )
 
     async def synthesize(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
-        if isinstance(body, web.Response):
-            return body
-        try:
-            req = SynthesizeRequest.model_validate(body)
-        except ValidationError as e:
-            return json_error(400, "invalid_request", validation_message(e))
+        req = await _request_model(request, SynthesizeRequest)
+        if isinstance(req, web.Response):
+            return req
         options = SpeechOptions(
             sample_rate=req.sample_rate, rate=req.rate, pitch=req.pitch, style=req.style,
             context=req.context, language=req.language,
@@ -98,13 +96,9 @@ class AzureTTSServer:
         return await self._speak(request, req.text, voice=req.voice, options=options, wav=req.format == "wav")
 
     async def openai_speech(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
-        if isinstance(body, web.Response):
-            return body
-        try:
-            req = OpenAISpeechRequest.model_validate(body)
-        except ValidationError as e:
-            return json_error(400, "invalid_request", validation_message(e))
+        req = await _request_model(request, OpenAISpeechRequest)
+        if isinstance(req, web.Response):
+            return req
         options = SpeechOptions(sample_rate=req.sample_rate, rate=req.speed)
         return await self._speak(
             request, req.input, voice=req.voice, options=options, wav=req.response_format == "wav"
@@ -189,6 +183,17 @@ class AzureTTSServer:
         await ws.prepare(request)
         await StreamSocket(tts=self.tts, ws=ws, max_text_chars=self.max_text_chars).run()
         return ws
+
+
+async def _request_model(request: web.Request, model: type[RequestT]) -> RequestT | web.Response:
+    """The JSON body validated as `model`, or the 4xx response that says what is wrong with it."""
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        return json_error(400, "invalid_request", validation_message(e))
 
 
 async def _json_body(request: web.Request) -> Any:
