@@ -1,8 +1,10 @@
 """The universal coach: one Agent for every exercise, its AgentSession, and the worker.
 
 - `CoachAgent`: instructions and greeting from the exercise registry; greets on entry.
-- `build_session(...)`: Silero VAD + WhisperSTT + MistralLLM + AzureTTS (with their fallback
-  chains) and the turn handling tuned for latency. `eloquence talk` and the worker share it.
+- `build_pipeline(...)`: WhisperSTT + MistralLLM + AzureTTS for one session (with their fallback
+  chains), with the exercise's voice context and quick replies.
+- `build_session(...)`: the AgentSession (Silero VAD, the pipeline, the turn handling tuned for
+  latency). The worker, `eloquence talk`, the console and the bench share it.
 - `entrypoint(ctx)`: the exercise comes from the job (dispatch) or room metadata; the client
   messages go out on the data channel (topic `eloquence`).
 - `run_worker("dev" | "start")`: `eloquence worker`, registered as LIVEKIT_AGENT_NAME.
@@ -17,6 +19,16 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import Agent, AgentSession, JobContext, JobProcess, inference, llm, stt, tts, vad
 from livekit.agents.voice.speech_handle import SpeechHandle
 from livekit.agents.voice.turn import TurnHandlingOptions
+
+# Imported here, not in the job: the plugin registers on the worker's main thread before the
+# worker starts, so the framework preloads it into the job processes.
+from providers.endpoints import (
+    DEFAULT_LOCAL_MODEL,
+    MistralEndpoint,
+    normalize_server_url,
+    resolve_mistral_endpoint,
+)
+from providers.fallback import build_llm, build_stt, build_tts
 
 from .client_messages import ClientMessages
 from .exercises import Exercise
@@ -46,13 +58,15 @@ class CoachAgent(Agent):
 
 
 def default_turn_handling(settings: AppSettings) -> TurnHandlingOptions:
-    """Latency-first turn handling (see DESIGN.md, latency budget).
+    """Latency-first turn handling (README.md, "Turn-taking settings").
 
-    The VAD ends speech; the whisper-stt stream is flushed at once (manual_flush). The local
-    audio end-of-turn model (`turn-detector-v1-mini`, in process) tells a finished sentence
-    from a mid-sentence pause: a finished one commits after `min_endpointing_delay`, a pause
-    waits up to `max_endpointing_delay`. Preemptive generation (and TTS) start the reply on
-    the final transcript while the commit waits.
+    The VAD ends speech; the whisper-stt stream is flushed at once (manual_flush). The turn
+    detector (ELOQUENCE_TURN_DETECTOR) tells a finished sentence from a mid-sentence pause: a
+    finished one commits after `min_endpointing_delay`, a pause waits up to
+    `max_endpointing_delay`. The default, `transcript`, reads the final transcript
+    (eloquence/turn_detector.py); `eot` is livekit's local audio end-of-turn model
+    (`turn-detector-v1-mini`, in process); `vad` is silence alone. Preemptive generation (and
+    TTS) start the reply on the final transcript while the commit waits.
     """
     detector: Any
     if settings.turn_detector == "transcript":
@@ -94,16 +108,9 @@ class Pipeline:
             await component.aclose()
 
 
-def llm_endpoints(settings: AppSettings) -> list[Any]:
+def llm_endpoints(settings: AppSettings) -> list[MistralEndpoint]:
     """The Mistral endpoints to try, in order: the configured one (cloud, Scaleway, ...) or the
     local LLM service; with ELOQUENCE_LLM_LOCAL_FALLBACK, the local service after a remote one."""
-    from providers.endpoints import (
-        DEFAULT_LOCAL_MODEL,
-        MistralEndpoint,
-        normalize_server_url,
-        resolve_mistral_endpoint,
-    )
-
     local = MistralEndpoint(
         server_url=normalize_server_url(settings.local_llm_url),
         api_key=None,
@@ -123,20 +130,21 @@ def build_pipeline(
     exercise: Exercise,
     *,
     language: str,
-    llm_endpoint: Any = None,
+    llm_endpoint: MistralEndpoint | None = None,
 ) -> Pipeline:
-    """Providers for one session, from the settings (URLs, Mistral endpoint, fallbacks).
+    """Providers for one session, from the settings (URLs, Mistral endpoint, fallbacks) and the
+    exercise (voice context; quick replies in `language`, which answer small talk without the LLM).
 
-    `llm_endpoint` (a `providers.endpoints.MistralEndpoint`) overrides the settings' LLM.
+    `llm_endpoint` overrides the settings' LLM.
     """
-    from providers.fallback import build_llm, build_stt, build_tts
-
     stt_urls = [settings.whisper_stt_url, *filter(None, [settings.whisper_stt_fallback_url])]
     tts_urls = [settings.azure_tts_url, *filter(None, [settings.azure_tts_fallback_url])]
     endpoints = [llm_endpoint] if llm_endpoint is not None else llm_endpoints(settings)
     return Pipeline(
         stt=build_stt(stt_urls, language=language),
-        llm=build_llm(endpoints, max_tokens=settings.llm_max_tokens),
+        llm=build_llm(
+            endpoints, max_tokens=settings.llm_max_tokens, quick_replies=exercise.quick_replies(language)
+        ),
         tts=build_tts(tts_urls, context=exercise.voice_context, language=language),
     )
 
@@ -173,7 +181,10 @@ def build_session(
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Runs once per job process before any job: load the VAD and the end-of-turn model."""
+    """Runs once per job process before any job: loads the Silero VAD and reads the settings.
+
+    Nothing else is loaded here: the default turn detector (`transcript`) has no model, and
+    `eot`'s audio model loads in the session that uses it."""
     proc.userdata["vad"] = inference.VAD(model="silero")
     proc.userdata["settings"] = AppSettings()
 
@@ -230,7 +241,7 @@ def build_server(settings: AppSettings, *, host: str = "0.0.0.0", port: int | No
         num_idle_processes=1,
         host=host,
         port=port if port is not None else settings.agent_health_port,
-        ws_url=settings.livekit_url,
+        ws_url=settings.livekit_server_url,
         api_key=settings.livekit_api_key,
         api_secret=settings.livekit_api_secret,
         setup_fnc=prewarm,
@@ -246,8 +257,17 @@ def run_worker(mode: str, *, host: str = "0.0.0.0", port: int | None = None) -> 
 
     if mode not in ("dev", "start"):
         raise ValueError(f"mode must be dev or start, not {mode!r}")
+    from .agent_health import AgentHealthError, AgentHealthServer
+
     settings = AppSettings()
-    server = build_server(settings, host=host, port=port)
+    # the framework's health server moves to a loopback ephemeral port; ours (/health) takes the port
+    server = build_server(settings, host="127.0.0.1", port=0)
+    port = port if port is not None else settings.agent_health_port
+    try:
+        AgentHealthServer(server, host=host, port=port, agent_name=settings.livekit_agent_name)
+    except AgentHealthError as e:
+        logger.error("%s", e)
+        return 1
     _run_worker(
         server,
         proto.CliArgs(

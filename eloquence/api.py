@@ -5,7 +5,11 @@
     POST /api/livekit/job-notification  {agent_id, room_name} → {dispatch_id, room_name, agent_name}
     GET  /api/livekit/health            → LiveKit reachability + each sidecar's health
     GET  /api/openapi.json              → the OpenAPI 3.1 document
+    GET  /metrics                       → Prometheus metrics (eloquence/api_metrics.py)
 
+Every other /api route needs `Authorization: Bearer <API key or user JWT>` (eloquence/auth.py);
+rate limits count against that authenticated caller (eloquence/rate_limits.py); browsers need
+their origin on ELOQUENCE_CORS_ORIGINS (eloquence/cors.py).
 Errors share the sidecars' shape: `{"error": {"code", "message", ...}}`. The API secret only
 signs tokens; it is never returned nor logged.
 """
@@ -21,7 +25,6 @@ import logging
 import re
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -29,10 +32,16 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 from livekit import api as lkapi
+
 from sidecar_common.http import json_error
 
+from .api_metrics import APIMetrics
+from .auth import Authenticator, AuthError, Caller
+from .cors import cors_middleware, parse_origins
 from .exercises import DEFAULT_EXERCISE, REGISTRY, ExerciseRegistry
 from .metadata import build_metadata
+from .playground.web import add_playground_routes
+from .rate_limits import RateLimits, per_minute
 from .services import AZURE_TTS, LOCAL_LLM, WHISPER_STT
 from .settings import AppSettings
 
@@ -46,8 +55,15 @@ HEALTH_PROBE_TIMEOUT_S = 0.8
 
 SETTINGS_KEY = web.AppKey("settings", AppSettings)
 REGISTRY_KEY = web.AppKey("registry", ExerciseRegistry)
-LIMITER_KEY = web.AppKey("limiter", "RateLimiter")
+LIMITS_KEY = web.AppKey("limits", RateLimits)
+AUTH_KEY = web.AppKey("auth", Authenticator)
+METRICS_KEY = web.AppKey("metrics", APIMetrics)
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
+CALLER = web.RequestKey("caller", Caller)
+OPEN_PATHS = frozenset({"/api/livekit/health", "/api/openapi.json", "/metrics"})
+OPEN_PREFIXES = ("/playground",)
+"""Open here: probes, scrapers, the API description, and the playground (its page holds no secret;
+its /playground/api/* calls check the key themselves). Every other route needs credentials."""
 
 
 class RequestError(Exception):
@@ -56,35 +72,6 @@ class RequestError(Exception):
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
-
-
-class RateLimiter:
-    """At most `limit` requests per `window_s` for each key (sliding window, bounded key count)."""
-
-    def __init__(self, *, limit: int, window_s: float = 60.0, max_keys: int = 10_000) -> None:
-        self.limit, self.window_s, self.max_keys = limit, window_s, max_keys
-        self._hits: dict[str, deque[float]] = {}
-
-    def check(self, key: str, now: float | None = None) -> float:
-        """0 if the request is allowed (and counted), else the seconds until it would be."""
-        now = time.monotonic() if now is None else now
-        hits = self._hits.get(key)
-        if hits is None:
-            if len(self._hits) >= self.max_keys:
-                self._evict(now)
-            hits = self._hits[key] = deque()
-        while hits and now - hits[0] >= self.window_s:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            return self.window_s - (now - hits[0])
-        hits.append(now)
-        return 0.0
-
-    def _evict(self, now: float) -> None:
-        for key in [k for k, h in self._hits.items() if not h or now - h[-1] >= self.window_s]:
-            del self._hits[key]
-        while len(self._hits) >= self.max_keys:  # still full: drop the oldest keys
-            del self._hits[next(iter(self._hits))]
 
 
 # --- request helpers ----------------------------------------------------------------------
@@ -145,16 +132,34 @@ def _config(body: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _rate_limit(request: web.Request, key: str) -> None:
-    retry_after = request.app[LIMITER_KEY].check(key)
+async def _rate_limit(request: web.Request) -> Caller:
+    """Count this request against its authenticated caller (never a body field); 429 over the limit."""
+    settings = request.app[SETTINGS_KEY]
+    caller = request[CALLER]
+    per_min = (
+        settings.api_key_rate_limit_per_minute
+        if caller.kind == "api_key"
+        else settings.api_rate_limit_per_minute
+    )
+    retry_after = await request.app[LIMITS_KEY].hit(per_minute(per_min), caller.limit_key)
     if retry_after > 0:
+        request.app[METRICS_KEY].rate_limited.labels(caller.kind).inc()
         raise RequestError(
             429, "rate_limited", "too many requests; slow down", retry_after_s=round(retry_after, 1)
         )
+    return caller
 
 
-def _client_key(request: web.Request, user_id: str | None) -> str:
-    return f"user:{user_id}" if user_id else f"ip:{request.remote or 'unknown'}"
+def _user_id(caller: Caller, body: dict[str, Any], *, required: bool) -> str | None:
+    """A verified user's id comes from their token; an API-key caller names the user in the body."""
+    if caller.user_id is None:
+        return _identifier(body, "user_id", required=required)
+    claimed = body.get("user_id")
+    if claimed is not None and claimed != caller.user_id:
+        raise RequestError(
+            403, "user_mismatch", "`user_id` differs from the user token's subject; omit it", field="user_id"
+        )
+    return caller.user_id
 
 
 def _random_suffix() -> str:
@@ -194,8 +199,9 @@ def _user_token(
 
 def _livekit_api(request: web.Request) -> lkapi.LiveKitAPI:
     settings = request.app[SETTINGS_KEY]
+    # server-side calls go to the internal URL (http://livekit:7880 in compose), never the public one
     return lkapi.LiveKitAPI(
-        _http_url(settings.livekit_url),
+        _http_url(settings.livekit_server_url),
         settings.livekit_api_key,
         settings.livekit_api_secret,
         session=request.app[HTTP_KEY],
@@ -221,26 +227,29 @@ async def _call_livekit(what: str, call: Awaitable[Any]) -> Any:
 
 async def token_handler(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
+    caller = await _rate_limit(request)
     body = await _json_body(request)
-    user_id = _identifier(body, "user_id", required=True)
+    user_id = _user_id(caller, body, required=True)
     assert user_id is not None
-    _rate_limit(request, _client_key(request, user_id))
     exercise_type = _exercise(request, body, default=None)
     metadata = build_metadata(exercise_type=exercise_type, user_id=user_id, config=_config(body))
     room_name = f"eloquence_{exercise_type}_{_random_suffix()}"
     token = _user_token(settings, identity=user_id, room_name=room_name, metadata=metadata, dispatch=True)
-    logger.info("token issued: user=%s exercise=%s room=%s", user_id, exercise_type, room_name)
+    request.app[METRICS_KEY].tokens_issued.labels("token", caller.kind).inc()
+    logger.info(
+        "token issued: user=%s exercise=%s room=%s caller=%s", user_id, exercise_type, room_name, caller.label
+    )
     return web.json_response({"token": token, "livekit_url": settings.livekit_url, "room_name": room_name})
 
 
 async def create_room_handler(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
+    caller = await _rate_limit(request)
     body = await _json_body(request)
     agent_id = _identifier(body, "agent_id", required=False)
-    user_id = _identifier(body, "user_id", required=False)
+    user_id = _user_id(caller, body, required=False)
     if agent_id is None and body.get("exercise_type") is None:
         raise RequestError(400, "invalid_request", "send `agent_id` or `exercise_type`", field="agent_id")
-    _rate_limit(request, _client_key(request, user_id))
     exercise_type = _exercise(request, body, default=DEFAULT_EXERCISE)
     agent_id = agent_id or exercise_type
     room_name = f"voicebot_{agent_id}_{_random_suffix()}"
@@ -260,7 +269,14 @@ async def create_room_handler(request: web.Request) -> web.Response:
         ),
     )
     token = _user_token(settings, identity=identity, room_name=room_name, metadata=metadata, dispatch=False)
-    logger.info("room created: %s (agent_id=%s exercise=%s)", room_name, agent_id, exercise_type)
+    request.app[METRICS_KEY].tokens_issued.labels("create-room", caller.kind).inc()
+    logger.info(
+        "room created: %s (agent_id=%s exercise=%s caller=%s)",
+        room_name,
+        agent_id,
+        exercise_type,
+        caller.label,
+    )
     return web.json_response(
         {"room_name": room_name, "access_token": token, "livekit_url": settings.livekit_url}
     )
@@ -268,9 +284,10 @@ async def create_room_handler(request: web.Request) -> web.Response:
 
 async def job_notification_handler(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
+    caller = await _rate_limit(request)
     body = await _json_body(request)
     agent_id = _identifier(body, "agent_id", required=True)
-    user_id = _identifier(body, "user_id", required=False)
+    user_id = _user_id(caller, body, required=False)
     room_name = body.get("room_name")
     if not isinstance(room_name, str) or not ROOM_NAME_RE.match(room_name):
         raise RequestError(
@@ -279,7 +296,6 @@ async def job_notification_handler(request: web.Request) -> web.Response:
             "`room_name` is required: 1-128 letters, digits, `_ . -`",
             field="room_name",
         )
-    _rate_limit(request, _client_key(request, user_id or agent_id))
     exercise_type = _exercise(request, body, default=DEFAULT_EXERCISE)
     metadata = build_metadata(exercise_type=exercise_type, user_id=user_id, config=_config(body))
 
@@ -321,7 +337,7 @@ async def health_handler(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     session = request.app[HTTP_KEY]
     targets = {
-        "livekit": _http_url(settings.livekit_url).rstrip("/") + "/",
+        "livekit": _http_url(settings.livekit_server_url).rstrip("/") + "/",
         WHISPER_STT.name: settings.whisper_stt_url.rstrip("/") + WHISPER_STT.health_path,
         AZURE_TTS.name: settings.azure_tts_url.rstrip("/") + AZURE_TTS.health_path,
     }
@@ -345,6 +361,23 @@ async def health_handler(request: web.Request) -> web.Response:
 
 async def openapi_handler(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(request.app[REGISTRY_KEY].names()))
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Deny by default: every route but the open ones needs credentials (a new route is protected)."""
+    path = request.path
+    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or request.method == "OPTIONS":
+        return await handler(request)
+    try:
+        request[CALLER] = await request.app[AUTH_KEY].authenticate(request)
+    except AuthError as e:
+        request.app[METRICS_KEY].unauthorized.labels(e.code).inc()
+        headers = {"WWW-Authenticate": 'Bearer realm="eloquence"'} if e.status == 401 else None
+        return json_error(e.status, e.code, e.message, headers=headers)
+    return await handler(request)
 
 
 @web.middleware
@@ -373,39 +406,62 @@ def create_app(
     settings: AppSettings | None = None, *, registry: ExerciseRegistry = REGISTRY
 ) -> web.Application:
     settings = settings or AppSettings()
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    metrics = APIMetrics()
+    app = web.Application(
+        # outermost first: metrics see every answer, CORS headers go on errors too
+        middlewares=[
+            metrics.middleware,
+            cors_middleware(parse_origins(settings.cors_origins)),
+            error_middleware,
+            auth_middleware,
+        ],
+        client_max_size=MAX_BODY_BYTES,
+    )
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry
-    app[LIMITER_KEY] = RateLimiter(limit=settings.api_rate_limit_per_minute, window_s=60.0)
+    app[METRICS_KEY] = metrics
+    app[AUTH_KEY] = Authenticator.from_settings(settings)
 
-    async def http_session(app: web.Application) -> Any:
+    async def http_session_and_limits(app: web.Application) -> Any:
         app[HTTP_KEY] = aiohttp.ClientSession()
+        app[LIMITS_KEY] = RateLimits(redis_url=settings.redis_url, namespace="eloquence-api")
         yield
         await app[HTTP_KEY].close()
+        await app[LIMITS_KEY].aclose()
 
-    app.cleanup_ctx.append(http_session)
+    app.cleanup_ctx.append(http_session_and_limits)
     app.router.add_post("/api/livekit/token", token_handler)
     app.router.add_post("/api/livekit/create-room", create_room_handler)
     app.router.add_post("/api/livekit/job-notification", job_notification_handler)
     app.router.add_get("/api/livekit/health", health_handler)
     app.router.add_get("/api/openapi.json", openapi_handler)
+    app.router.add_get("/metrics", metrics.handler)
+    add_playground_routes(app, settings)  # the browser playground: /playground
     return app
 
 
 def main(args: argparse.Namespace) -> int:
-    from sidecar_common.http import configure_logging
+    from sidecar_common.logs import configure_logging
 
     settings = AppSettings()
-    configure_logging("info")
+    configure_logging("info", settings.log_format)
     port = args.port or settings.api_port
     logger.info(
-        "eloquence api on http://%s:%d (LiveKit %s, agent %s)",
+        "eloquence api on http://%s:%d (LiveKit %s for clients, %s from here; agent %s)",
         args.host,
         port,
         settings.livekit_url,
+        settings.livekit_server_url,
         settings.livekit_agent_name,
     )
-    web.run_app(create_app(settings), host=args.host, port=port, print=None)
+    try:
+        app = create_app(settings)
+    except ValueError as e:  # a bad security setting: say which, never start half-protected
+        logger.error("cannot start the API: %s", e)
+        return 2
+    auth = app[AUTH_KEY]
+    (logger.warning if auth.disabled or not auth.configured else logger.info)("%s", auth.describe())
+    web.run_app(app, host=args.host, port=port, print=None)
     return 0
 
 

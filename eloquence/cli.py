@@ -21,7 +21,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("exercises", help="list the registered exercises")
 
     up = sub.add_parser("up", help="start every local service as a process and wait until healthy")
-    up.add_argument("--detach", "-d", action="store_true", help="return once healthy instead of waiting for Ctrl-C")
+    up.add_argument(
+        "--detach", "-d", action="store_true", help="return once healthy instead of waiting for Ctrl-C"
+    )
     up.add_argument("--only", nargs="*", help="start only these services")
     sub.add_parser("status", help="health of every local service")
     sub.add_parser("down", help="stop every service started by `up`")
@@ -29,11 +31,22 @@ def _build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="the livekit-agents worker (dev | start)")
     worker.add_argument("mode", choices=["dev", "start"])
     worker.add_argument("--host", default="0.0.0.0", help="health endpoint interface")
-    worker.add_argument("--port", type=int, default=None, help="health endpoint port (default AGENT_HEALTH_PORT)")
+    worker.add_argument(
+        "--port", type=int, default=None, help="health endpoint port (default AGENT_HEALTH_PORT)"
+    )
 
     api = sub.add_parser("api", help="the token / room HTTP API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=None)
+
+    playground = sub.add_parser("playground", help="host local browser sessions (peer-to-peer WebRTC)")
+    playground.add_argument("--host", default="127.0.0.1", help="signalling interface (loopback by default)")
+    playground.add_argument("--port", type=int, default=None, help="default 8005 (PLAYGROUND_PORT)")
+    playground.add_argument("--expose", action="store_true", help="allow a non-loopback --host")
+
+    from .sip import add_arguments as add_sip_arguments
+
+    add_sip_arguments(sub.add_parser("sip", help="phone calls: provision LiveKit SIP (`sip setup`)"))
 
     bench = sub.add_parser("bench", help="latency per stage, end to end, under concurrency, against peers")
     bench.add_argument("--quick", action="store_true")
@@ -64,19 +77,27 @@ def main(argv: list[str] | None = None) -> int:
 
         return print_registry()
     if args.command in ("up", "status", "down"):
-        from . import stack
+        from .stack import commands
 
-        return {"up": stack.up, "status": stack.status, "down": stack.down}[args.command](args)
+        return {"up": commands.up, "status": commands.status, "down": commands.down}[args.command](args)
     if args.command == "worker":
         from .agent import run_worker
 
         return run_worker(args.mode, host=args.host, port=args.port)
+    if args.command == "playground":
+        from .playground.host import main as playground_main
+
+        return playground_main(args)
     if args.command == "api":
         from .api import main as api_main
 
         return api_main(args)
+    if args.command == "sip":
+        from .sip import main as sip_main
+
+        return sip_main(args)
     if args.command == "bench":
-        from .bench import main as bench_main
+        from eloquence_bench import main as bench_main
 
         return bench_main(args)
     raise AssertionError(args.command)

@@ -9,8 +9,9 @@ Schema (UTF-8 JSON, one object per data packet, topic `eloquence`, reliable):
                                         "e2e_ms": ..., "interrupted": false}}
 
 Per turn the order is: transcriptions (interims, then the final), `ai_response`, then `metrics`.
-A stage the turn did not reach is absent from `data` rather than zero. In a room the messages are
-published on the data channel; under `eloquence talk` the same objects go into the JSON report.
+A stage the turn did not reach is absent from `data` rather than zero; the stages are those of
+`eloquence/stages.py`. In a room the messages are published on the data channel; under
+`eloquence talk` the same objects go into the JSON report.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from .stages import STAGES
 
 if TYPE_CHECKING:
     from livekit import rtc
@@ -32,36 +35,38 @@ logger = logging.getLogger("eloquence.client_messages")
 TOPIC = "eloquence"
 _MAX_PENDING = 256
 
-# ChatMessage.metrics key → our stage name (milliseconds). User-message keys first.
-_USER_STAGES = {"transcription_delay": "stt_final_ms", "end_of_turn_delay": "end_of_turn_ms"}
-_ASSISTANT_STAGES = {
-    "llm_node_ttft": "llm_ttft_ms",
-    "llm_node_ttfs": "llm_first_sentence_ms",
-    "tts_node_ttfb": "tts_first_audio_ms",
-    "e2e_latency": "e2e_ms",
-}
+MessageSink = Callable[[bytes], Awaitable[None]]
+"""Delivers one encoded message: a LiveKit room (`room_sink`), a WebRTC data channel (playground)."""
+
+
+def room_sink(room: rtc.Room, topic: str = TOPIC) -> MessageSink:
+    async def publish(payload: bytes) -> None:
+        await room.local_participant.publish_data(payload, reliable=True, topic=topic)
+
+    return publish
 
 
 def turn_metrics(user: Mapping[str, Any] | None, assistant: Mapping[str, Any] | None) -> dict[str, float]:
-    """Per-stage latencies of one turn (ms, rounded) from the framework's per-message metrics."""
+    """Per-stage latencies of one turn (`<stage>_ms`, rounded) from the framework's per-message metrics."""
     data: dict[str, float] = {}
-    for source, stages in ((user, _USER_STAGES), (assistant, _ASSISTANT_STAGES)):
-        for key, name in stages.items():
-            value = (source or {}).get(key)
-            if isinstance(value, int | float) and value >= 0:
-                data[name] = round(float(value) * 1000, 1)
+    for stage in STAGES:
+        value = ((user if stage.message == "user" else assistant) or {}).get(stage.metric)
+        if isinstance(value, int | float) and value >= 0:
+            data[stage.field] = round(float(value) * 1000, 1)
     return data
 
 
 class ClientMessages:
     """Produces `transcription`, `ai_response` and `metrics` messages.
 
-    With a room it publishes each one (in order, from one sender task) on the data channel;
+    With a room (or another `sink`) it sends each one, in order, from one sender task;
     without one it only collects them. `messages` always holds everything produced, in order.
     """
 
-    def __init__(self, *, room: rtc.Room | None = None, topic: str = TOPIC) -> None:
-        self._room = room
+    def __init__(
+        self, *, room: rtc.Room | None = None, topic: str = TOPIC, sink: MessageSink | None = None
+    ) -> None:
+        self._sink = sink if sink is not None else room_sink(room, topic) if room is not None else None
         self._topic = topic
         self.messages: list[dict[str, Any]] = []
         self._queue: asyncio.Queue[bytes | None] | None = None
@@ -111,7 +116,7 @@ class ClientMessages:
     # -- delivery ---------------------------------------------------------------------------
     def _emit(self, message: dict[str, Any]) -> dict[str, Any]:
         self.messages.append(message)
-        if self._room is not None:
+        if self._sink is not None:
             self._enqueue(json.dumps(message, ensure_ascii=False).encode("utf-8"))
         return message
 
@@ -125,10 +130,10 @@ class ClientMessages:
             logger.warning("client message queue full (%d); dropping a message", _MAX_PENDING)
 
     async def _send_loop(self) -> None:
-        assert self._queue is not None and self._room is not None
+        assert self._queue is not None and self._sink is not None
         while (payload := await self._queue.get()) is not None:
             try:
-                await self._room.local_participant.publish_data(payload, reliable=True, topic=self._topic)
+                await self._sink(payload)
             except Exception as e:  # the data channel is best effort; the voice session goes on
                 logger.warning("could not publish a client message on %r: %s", self._topic, e)
 

@@ -2,8 +2,8 @@
 
 The universal agent (eloquence/agent.py) looks the exercise up by the `exercise_type` found in
 the room or job metadata, and takes from it the instructions, the greeting, the TTS voice
-context, the language and the optional tools. Adding an exercise is one `register(Exercise(...))`
-call (see the README); nothing else in the application changes.
+context, the language, the optional tools and the optional quick replies. Adding an exercise is
+one `register(Exercise(...))` call (see the README); nothing else in the application changes.
 """
 
 from __future__ import annotations
@@ -39,6 +39,16 @@ class ExerciseText:
     """Who the coach is and what the exercise trains (the system prompt, minus the spoken style)."""
     greeting: str
     """The first thing the agent says when the session starts."""
+    quick_replies: Mapping[str, str] = field(default_factory=dict)
+    """Keyword → a fixed reply said without asking the LLM, for short small talk ("merci" →
+    "Avec plaisir !"); a turn of more than two words beside the keyword goes to the LLM. Off
+    (empty) unless the exercise opts in."""
+
+    def __post_init__(self) -> None:
+        for keyword, reply in self.quick_replies.items():
+            if not keyword.strip() or not reply.strip():
+                raise ValueError(f"quick reply {keyword!r} → {reply!r}: keyword and reply must not be blank")
+        object.__setattr__(self, "quick_replies", MappingProxyType(dict(self.quick_replies)))
 
 
 class UnknownExerciseError(KeyError):
@@ -88,6 +98,10 @@ class Exercise:
 
     def greeting(self, language: str | None = None) -> str:
         return self.text[self.resolve_language(language)].greeting
+
+    def quick_replies(self, language: str | None = None) -> Mapping[str, str]:
+        """The keyword replies in `language` (empty: every turn goes to the LLM)."""
+        return self.text[self.resolve_language(language)].quick_replies
 
 
 @dataclass

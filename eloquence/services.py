@@ -1,7 +1,9 @@
 """The one definition of each service: command, environment, port and health URL.
 
-`eloquence up`, `eloquence talk`, the tests and docker-compose.yml all start services from
-these definitions (tests/eloquence/test_compose.py checks that compose runs the same commands).
+`eloquence up`, `eloquence talk`, the tests, the bench and docker-compose.yml all start services
+from these definitions (tests/eloquence/test_compose.py checks that compose runs the same commands).
+Health polling lives here once: `wait_until_healthy` serves `ServiceProcess.wait_healthy`,
+`start_services` (the stack launcher's) and `running_services` (tests and bench, on free ports).
 This module never imports livekit, so tests and the CLI can use it cheaply.
 """
 
@@ -17,9 +19,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,9 @@ class ServiceDefinition:
     env: Mapping[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 120.0
 
-    def argv(self, *, host: str = "127.0.0.1", port: int | None = None, python: str = sys.executable) -> list[str]:
+    def argv(
+        self, *, host: str = "127.0.0.1", port: int | None = None, python: str = sys.executable
+    ) -> list[str]:
         return [python, "-m", *self.module_argv, "--host", host, "--port", str(port or self.default_port)]
 
     def container_command(self) -> list[str]:
@@ -68,8 +73,8 @@ AZURE_TTS = ServiceDefinition(
     port_env="AZURE_TTS_PORT",
 )
 LOCAL_LLM = ServiceDefinition(
-    name="llm",
-    console_script="eloquence-llm",
+    name="local-llm",
+    console_script="eloquence-local-llm",
     module_argv=("local_llm",),
     default_port=8004,
     url_env="LOCAL_LLM_URL",
@@ -89,10 +94,21 @@ AGENT = ServiceDefinition(
     module_argv=("eloquence", "worker", "start"),
     default_port=8080,
     port_env="AGENT_HEALTH_PORT",
-    health_path="/",
+    health_path="/health",
+)
+PLAYGROUND = ServiceDefinition(
+    # hosts the browser's local sessions (peer-to-peer WebRTC, no LiveKit): eloquence/playground/host.py
+    name="playground",
+    console_script="eloquence",
+    module_argv=("eloquence", "playground"),
+    default_port=8005,
+    url_env="PLAYGROUND_URL",
+    port_env="PLAYGROUND_PORT",
 )
 
-ALL_SERVICES: dict[str, ServiceDefinition] = {s.name: s for s in (WHISPER_STT, AZURE_TTS, LOCAL_LLM, API, AGENT)}
+ALL_SERVICES: dict[str, ServiceDefinition] = {
+    s.name: s for s in (WHISPER_STT, AZURE_TTS, LOCAL_LLM, API, AGENT)
+}
 
 
 class ServiceStartError(RuntimeError):
@@ -160,22 +176,16 @@ class ServiceProcess:
         )
         log.close()
 
-    def wait_healthy(self, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (timeout or self.definition.startup_timeout_s)
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise ServiceStartError(
-                    f"{self.definition.name} exited with code {self.process.returncode} during start-up; "
-                    f"see {self.log_path}:\n{self.log_tail()}"
-                )
-            healthy, _ = check_health(self.health_url, timeout=1.0)
-            if healthy:
-                return
-            time.sleep(0.1)
-        raise ServiceStartError(
-            f"{self.definition.name} was not healthy at {self.health_url} after "
-            f"{timeout or self.definition.startup_timeout_s:.0f} s; see {self.log_path}:\n{self.log_tail()}"
+    def health_watch(self, timeout: float | None = None) -> HealthWatch:
+        return HealthWatch(
+            name=self.definition.name,
+            health_url=self.health_url,
+            timeout_s=timeout or self.definition.startup_timeout_s,
+            process=self,
         )
+
+    def wait_healthy(self, timeout: float | None = None) -> None:
+        wait_until_healthy([self.health_watch(timeout)])
 
     async def wait_healthy_async(self, timeout: float | None = None) -> None:
         await asyncio.to_thread(self.wait_healthy, timeout)
@@ -203,3 +213,144 @@ class ServiceProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(5)
+
+
+# --------------------------------------------------------------------------- waiting for health
+
+HealthEvent = Literal["waiting", "healthy", "exited", "timed out"]
+
+
+@dataclass(frozen=True)
+class HealthWatch:
+    """One service to wait for: its health URL, its deadline, and its process when started here."""
+
+    name: str
+    health_url: str
+    timeout_s: float
+    process: ServiceProcess | None = None
+
+    def exit_code(self) -> int | None:
+        if self.process is None or self.process.process is None:
+            return None
+        return self.process.process.poll()
+
+    def where(self) -> str:
+        """Where to look when it failed: the log's path and its last lines."""
+        if self.process is None:
+            return ""
+        return f"; see {self.process.log_path}:\n{self.process.log_tail()}"
+
+
+def wait_until_healthy(
+    watches: Sequence[HealthWatch],
+    *,
+    report: Callable[[HealthWatch, HealthEvent], None] | None = None,
+    poll_s: float = 0.1,
+) -> None:
+    """Poll every health URL at once until each answers 200.
+
+    Raises ServiceStartError naming the service (and its log) when its process exits or its
+    deadline passes. `report` hears each watch's events, for a progress display.
+    """
+    notify = report or _no_report
+    start = time.monotonic()
+    pending = list(watches)
+    for watch in pending:
+        notify(watch, "waiting")
+    while pending:
+        for watch in list(pending):
+            code = watch.exit_code()
+            if code is not None:
+                notify(watch, "exited")
+                raise ServiceStartError(
+                    f"{watch.name} exited with code {code} during start-up{watch.where()}"
+                )
+            healthy, detail = check_health(watch.health_url, timeout=1.0)
+            if healthy:
+                notify(watch, "healthy")
+                pending.remove(watch)
+            elif time.monotonic() - start > watch.timeout_s:
+                notify(watch, "timed out")
+                raise ServiceStartError(
+                    f"{watch.name} was not healthy at {watch.health_url} after {watch.timeout_s:.0f} s "
+                    f"({detail}){watch.where()}"
+                )
+        if pending:
+            time.sleep(poll_s)
+
+
+def _no_report(watch: HealthWatch, event: HealthEvent) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------- starting services
+
+
+def start_services(
+    processes: Sequence[ServiceProcess],
+    *,
+    timeout: float | None = None,
+    also_wait: Sequence[HealthWatch] = (),
+    on_started: Callable[[Sequence[ServiceProcess]], None] | None = None,
+    report: Callable[[HealthWatch, HealthEvent], None] | None = None,
+) -> None:
+    """Start every process, then wait until each (and each of `also_wait`) is healthy.
+
+    `on_started` runs once all are started, before the wait. On any failure, Ctrl-C included,
+    the processes started here are stopped and the error propagates.
+    """
+    started: list[ServiceProcess] = []
+    try:
+        for proc in processes:
+            proc.start()
+            started.append(proc)
+        if on_started is not None:
+            on_started(started)
+        watches = [*(proc.health_watch(timeout) for proc in started), *also_wait]
+        wait_until_healthy(watches, report=report)
+    except BaseException:
+        for proc in reversed(started):
+            proc.stop()
+        raise
+
+
+@contextlib.contextmanager
+def running_services(
+    definitions: Sequence[ServiceDefinition],
+    log_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 180.0,
+) -> Iterator[list[ServiceProcess]]:
+    """Fresh processes of `definitions` on free loopback ports, healthy; stopped on exit.
+
+    Each logs to `log_dir/<name>.log`.
+    """
+    processes = [
+        ServiceProcess(
+            definition=definition,
+            port=free_port(),
+            log_path=log_dir / f"{definition.name}.log",
+            env=dict(env or {}),
+        )
+        for definition in definitions
+    ]
+    start_services(processes, timeout=timeout)
+    try:
+        yield processes
+    finally:
+        for proc in reversed(processes):
+            proc.stop()
+
+
+@contextlib.contextmanager
+def running_service(
+    definition: ServiceDefinition,
+    log_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 180.0,
+) -> Iterator[ServiceProcess]:
+    """One fresh process of `definition` on a free loopback port, healthy; stopped on exit."""
+    with running_services([definition], log_dir, env=env, timeout=timeout) as (proc,):
+        yield proc

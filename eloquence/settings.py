@@ -21,10 +21,19 @@ class AppSettings(BaseSettings):
     local_llm_url: str = Field("http://127.0.0.1:8004", validation_alias="LOCAL_LLM_URL")
 
     livekit_url: str = Field("ws://127.0.0.1:7880", validation_alias="LIVEKIT_URL")
+    """The public URL: the API hands it to clients (wss://livekit.example.com in production)."""
+    livekit_internal_url: str | None = Field(None, validation_alias="LIVEKIT_INTERNAL_URL")
+    """Where this process itself reaches LiveKit (server API, agent registration), when that differs
+    from the public URL: `http://livekit:7880` in compose. Unset: the public URL."""
     livekit_api_key: str = Field("devkey", validation_alias="LIVEKIT_API_KEY")
     livekit_api_secret: str = Field("secret", validation_alias="LIVEKIT_API_SECRET", repr=False)
     livekit_agent_name: str = Field("eloquence-coach", validation_alias="LIVEKIT_AGENT_NAME")
     livekit_log_level: str = Field("info", validation_alias="LIVEKIT_LOG_LEVEL")
+
+    @property
+    def livekit_server_url(self) -> str:
+        """The URL for server-side calls: LIVEKIT_INTERNAL_URL, else LIVEKIT_URL."""
+        return self.livekit_internal_url or self.livekit_url
 
     api_port: int = Field(8003, validation_alias="API_PORT")
     agent_health_port: int = Field(8080, validation_alias="AGENT_HEALTH_PORT")
@@ -45,10 +54,39 @@ class AppSettings(BaseSettings):
     agent_load_threshold: float = Field(1.0, validation_alias="AGENT_LOAD_THRESHOLD")
 
     # --- token / room API (eloquence/api.py) ---
-    api_token_ttl_s: int = Field(3600, validation_alias="API_TOKEN_TTL_S")
+    api_token_ttl_s: int = Field(3600, ge=60, le=3600, validation_alias="API_TOKEN_TTL_S")
+    """LiveKit token lifetime: one hour at most."""
     api_rate_limit_per_minute: int = Field(20, validation_alias="API_RATE_LIMIT_PER_MINUTE")
     api_livekit_timeout_s: float = Field(5.0, validation_alias="API_LIVEKIT_TIMEOUT_S")
     llm_local_fallback: bool = Field(False, validation_alias="ELOQUENCE_LLM_LOCAL_FALLBACK")
     """With a remote Mistral configured, fall back to the local LLM service when it fails."""
     llm_max_tokens: int | None = Field(120, validation_alias="ELOQUENCE_LLM_MAX_TOKENS")
     """Cap on a spoken reply's tokens: a few sentences, and less generation competing for the CPU."""
+
+    # --- security (eloquence/auth.py, eloquence/rate_limits.py; README "Security") ---
+    api_keys: str | None = Field(None, validation_alias="ELOQUENCE_API_KEYS", repr=False)
+    """Comma-separated keys for `Authorization: Bearer <key>` on the API; several at once for rotation."""
+    api_auth: str = Field("keys", validation_alias="ELOQUENCE_API_AUTH")
+    """`keys` (API keys and/or user JWTs) or `none`: no authentication at all (warns; local use only)."""
+    jwt_secret: str | None = Field(None, validation_alias="ELOQUENCE_JWT_SECRET", repr=False)
+    """HS256 secret that signs your app's user tokens (their `sub` becomes the user_id)."""
+    jwt_jwks_url: str | None = Field(None, validation_alias="ELOQUENCE_JWT_JWKS_URL")
+    """Your identity provider's JWKS URL (OIDC), for RS256/ES256 user tokens."""
+    jwt_audience: str | None = Field(None, validation_alias="ELOQUENCE_JWT_AUDIENCE")
+    jwt_issuer: str | None = Field(None, validation_alias="ELOQUENCE_JWT_ISSUER")
+    cors_origins: str = Field("", validation_alias="ELOQUENCE_CORS_ORIGINS")
+    """Comma-separated browser origins allowed to call the API (`https://app.example.com`)."""
+    api_key_rate_limit_per_minute: int = Field(600, validation_alias="API_KEY_RATE_LIMIT_PER_MINUTE")
+    """Token requests per minute for one API key (an app backend asks on behalf of many users)."""
+    redis_url: str | None = Field(None, validation_alias="REDIS_URL", repr=False)
+    """Rate-limit counters shared by every replica (`redis://redis:6379/0`); unset: in memory."""
+    stt_per_s: int = Field(10, validation_alias="ELOQUENCE_STT_PER_S")
+    """Per user: STT streams or recognitions started per second."""
+    tts_per_s: int = Field(5, validation_alias="ELOQUENCE_TTS_PER_S")
+    """Per user: sentences sent to synthesis per second (paced, never dropped)."""
+    llm_per_s: int = Field(2, validation_alias="ELOQUENCE_LLM_PER_S")
+    """Per user: LLM replies to new user messages per second (over it: a spoken "one moment")."""
+    sidecar_api_key: str | None = Field(None, validation_alias="SIDECAR_API_KEY", repr=False)
+    """Shared bearer key the providers send to the sidecars (the sidecars check it when set)."""
+    log_format: str = Field("text", validation_alias="ELOQUENCE_LOG_FORMAT")
+    """`text` or `json` (one JSON object per line)."""

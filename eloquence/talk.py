@@ -5,14 +5,9 @@ talk to the sidecars and the LLM server, which are started here when they are no
 
 `run_talk_turn(...)` is the reusable part (the bench calls it per utterance): it greets, plays
 the utterance, waits for the reply, and returns a `TalkReport` with the transcript, the greeting,
-the reply, the client messages and the per-stage latencies:
-
-- `stt_final_ms`       end of speech → final transcript (framework: transcription_delay)
-- `end_of_turn_ms`     end of speech → turn committed (framework: end_of_turn_delay)
-- `llm_ttft_ms`        LLM time to first token (framework: llm_node_ttft)
-- `llm_first_sentence_ms` LLM start → first sentence at the TTS (framework: llm_node_ttfs)
-- `tts_first_audio_ms` TTS time to first audio (framework: tts_node_ttfb)
-- `e2e_ms`             t0 → t1, measured by this harness (see eloquence/wav_io.py)
+the reply, the client messages and the per-stage latencies, `<stage>_ms` for each stage of
+eloquence/stages.py (from the framework's metrics; `e2e_ms` is t0 → t1, measured by this
+harness, see eloquence/wav_io.py).
 """
 
 from __future__ import annotations
@@ -32,11 +27,12 @@ import numpy as np
 
 from .exercises import Exercise, UnknownExerciseError, get_exercise
 from .settings import AppSettings
+from .stages import STAGES
 from .wav_io import SAMPLE_RATE, WavFormatError, read_wav
 
 logger = logging.getLogger("eloquence.talk")
 
-TALK_SERVICES = ("whisper-stt", "azure-tts", "llm")
+TALK_SERVICES = ("whisper-stt", "azure-tts", "local-llm")
 _POLL_S = 0.05
 
 
@@ -46,6 +42,8 @@ class TalkError(RuntimeError):
 
 @dataclass
 class TalkTimings:
+    """`<stage>_ms` for each stage of eloquence/stages.py, in its order (the keys of `talk --json`)."""
+
     stt_final_ms: float | None = None
     end_of_turn_ms: float | None = None
     llm_ttft_ms: float | None = None
@@ -247,21 +245,16 @@ async def run_talk_turn(
     reply_segment = after_t0[0] if after_t0 else None
     false_endpoints = len(voiced_segments) - len(after_t0)
 
-    stages = turn_metrics(
-        user_items[-1].metrics if user_items else None, replies[-1].metrics if replies else None
-    )
-    timings = TalkTimings(
-        stt_final_ms=stages.get("stt_final_ms"),
-        end_of_turn_ms=stages.get("end_of_turn_ms"),
-        llm_ttft_ms=stages.get("llm_ttft_ms"),
-        llm_first_sentence_ms=stages.get("llm_first_sentence_ms"),
-        tts_first_audio_ms=stages.get("tts_first_audio_ms"),
-        e2e_ms=(
+    user_metrics = user_items[-1].metrics if user_items else None
+    stages: dict[str, float | None] = {
+        **turn_metrics(user_metrics, replies[-1].metrics if replies else None),
+        "e2e_ms": (
             round((reply_segment.first_voiced_at - t0) * 1000, 1)
             if reply_segment is not None and reply_segment.first_voiced_at is not None and t0 is not None
             else None
         ),
-    )
+    }
+    timings = TalkTimings(**{stage.field: stages.get(stage.field) for stage in STAGES})
 
     written: str | None = None
     if output_path is not None:
@@ -321,17 +314,9 @@ def _print_report(report: TalkReport, *, input_path: str) -> None:
     stages = Table(title="latency per stage (ms)")
     stages.add_column("stage")
     stages.add_column("ms", justify="right")
-    labels = {
-        "stt_final_ms": "end of speech → final transcript",
-        "end_of_turn_ms": "end of speech → turn committed",
-        "llm_ttft_ms": "LLM time to first token",
-        "llm_first_sentence_ms": "LLM first sentence",
-        "tts_first_audio_ms": "TTS time to first audio",
-        "e2e_ms": "end of speech → first reply audio (harness)",
-    }
-    for key, label in labels.items():
-        value = getattr(report.timings, key)
-        stages.add_row(label, "—" if value is None else f"{value:.0f}")
+    for stage in STAGES:
+        value = getattr(report.timings, stage.field)
+        stages.add_row(stage.label, "—" if value is None else f"{value:.0f}")
     console.print(stages)
     if report.output_path:
         console.print(f"reply audio: {report.output_path} ({report.reply_audio_s:.1f} s of speech)")
@@ -420,7 +405,7 @@ def main(args: argparse.Namespace) -> int:
                     "whisper_stt_url": urls["whisper-stt"],
                     "azure_tts_url": urls["azure-tts"],
                     **(
-                        {"local_llm_url": urls["llm"]}
+                        {"local_llm_url": urls["local-llm"]}
                         if not (settings.mistral_api_key or settings.mistral_base_url)
                         else {}
                     ),

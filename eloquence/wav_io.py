@@ -5,7 +5,7 @@
 then silence again until it is closed. `WavAudioOutput` records what the agent says, segment by
 segment, and writes it to a WAV file.
 
-The harness clocks (`time.perf_counter()`):
+The harness clocks (`time.perf_counter()`; -40 dBFS is `sidecar_common.pcm.VOICED_DBFS`):
 - t0 (`WavAudioInput.last_voiced_at`): when the frame holding the last input sample above
   -40 dBFS was delivered to the session;
 - t1 (`OutputSegment.first_voiced_at`): when the first reply frame with a sample above
@@ -25,10 +25,10 @@ import soundfile as sf
 from livekit import rtc
 from livekit.agents.voice import io
 
+from sidecar_common.pcm import float_to_pcm16, is_voiced_pcm16, last_voiced_sample, pcm16_to_float
+
 SAMPLE_RATE = 16000
 FRAME_S = 0.02
-VOICED_DBFS = -40.0
-_VOICED_AMPLITUDE = 10 ** (VOICED_DBFS / 20)  # 0.01 of full scale
 
 
 class WavFormatError(ValueError):
@@ -60,15 +60,8 @@ def read_wav(path: str | Path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def last_voiced_sample(samples: np.ndarray) -> int | None:
-    """Index of the last sample above -40 dBFS, or None when the audio is all below it."""
-    voiced = np.flatnonzero(np.abs(samples) > _VOICED_AMPLITUDE)
-    return int(voiced[-1]) if voiced.size else None
-
-
 def _to_frame(samples: np.ndarray, sample_rate: int) -> rtc.AudioFrame:
-    pcm = (np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2")
-    return rtc.AudioFrame(pcm.tobytes(), sample_rate, 1, len(pcm))
+    return rtc.AudioFrame(float_to_pcm16(samples), sample_rate, 1, len(samples))
 
 
 class WavAudioInput(io.AudioInput):
@@ -216,19 +209,15 @@ class WavAudioOutput(io.AudioOutput):
         elif frame.sample_rate != self._rate:
             import soxr
 
-            resampled = soxr.resample(samples.astype(np.float32) / 32768, frame.sample_rate, self._rate)
-            samples = (np.clip(resampled, -1.0, 32767 / 32768) * 32768).astype("<i2")
+            resampled = soxr.resample(pcm16_to_float(samples.tobytes()), frame.sample_rate, self._rate)
+            samples = np.frombuffer(float_to_pcm16(resampled), dtype="<i2")
 
         if self._current is None:
             self._current = OutputSegment(started_at=now, offset_s=self._total_samples / self._rate)
             self.segments.append(self._current)
             self.on_playback_started(created_at=time.time())
         segment = self._current
-        if (
-            segment.first_voiced_at is None
-            and samples.size
-            and np.max(np.abs(samples)) > _VOICED_AMPLITUDE * 32768
-        ):
+        if segment.first_voiced_at is None and is_voiced_pcm16(samples.tobytes()):
             segment.first_voiced_at = now
         self._chunks.append(samples.copy())
         self._total_samples += len(samples)

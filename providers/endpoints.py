@@ -1,6 +1,9 @@
-"""Which Mistral-compatible server to talk to: one resolver for MistralLLM, `eloquence up` and `talk`.
+"""Which Mistral-compatible server to talk to: one resolver for MistralLLM, the agent, `eloquence up`
+and `talk`.
 
-Importing this module has no side effects (no livekit, no SDK, no network).
+This module reads the environment only when called and never touches the network. It does not
+import livekit or the SDK itself, but importing it runs `providers/__init__.py`, which registers the
+plugin: livekit-agents and mistralai load with it (about 1 s).
 """
 
 from __future__ import annotations

@@ -4,26 +4,22 @@ Mistral's cloud, Scaleway, or the local GGUF service (`providers/endpoints.py` p
 through the `mistralai` SDK's `chat.stream_async`, with the SDK's own retries off so that only the
 framework retries, and only before the first chunk reached the caller.
 
-The ChatContext always becomes a message list that Mistral's validator accepts (the users' 400s
-came from invalid sequences): system first, same roles merged, nothing empty, tool calls paired
-with their results, 9-character tool call ids, and a user or tool message last.
+The ChatContext becomes a message list Mistral accepts in `mistral_messages.py`; replies that skip
+the model (the response cache, keyword quick replies) are in `response_cache.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import hashlib
 import json
-import re
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx2
+import httpx2  # mistralai's HTTP transport
 from livekit.agents import (
     APIConnectionError,
     APIConnectOptions,
@@ -48,6 +44,8 @@ from mistralai.client.models import TextChunk
 
 from .endpoints import MISTRAL_CLOUD_URL, MistralEndpoint, resolve_mistral_endpoint
 from .log import logger
+from .mistral_messages import mistral_call_id, to_mistral_messages, trim_history
+from .response_cache import ResponseCache, cache_key, match_quick_reply, normalize_quick_replies
 
 DEFAULT_TIMEOUT_S = 10.0
 """HTTP timeout: connecting, and the longest silence between two chunks of a stream."""
@@ -55,16 +53,6 @@ MAX_RETRY_AFTER_S = 10.0
 """A 429 asking to wait longer than this fails at once: a conversation cannot wait, a fallback can."""
 MAX_CONNECTIONS = 16
 KEEPALIVE_EXPIRY_S = 120.0
-
-CONTINUE_PROMPT = "(continue)"
-"""User turn appended when the context would end on the assistant (Mistral needs user or tool last)."""
-NO_REPLY = "(no reply)"
-"""Assistant turn between a tool result and a user message (Mistral allows only assistant or tool after tool)."""
-INSTRUCTIONS_TEMPLATE = "<instructions>\n{}\n</instructions>"
-"""Where a system message after the conversation started goes: a user turn, in its place."""
-
-_MISTRAL_CALL_ID = re.compile(r"^[a-zA-Z0-9]{9}$")
-_BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 @dataclass
@@ -118,7 +106,7 @@ class MistralLLM(llm.LLM):
             max_history=max_history,
             tool_choice=None,
             parallel_tool_calls=None,
-            quick_replies=_normalize_quick_replies(quick_replies),
+            quick_replies=normalize_quick_replies(quick_replies),
         )
         self._owned_http: httpx2.AsyncClient | None = None
         if http_client is None:
@@ -154,11 +142,6 @@ class MistralLLM(llm.LLM):
     def endpoint(self) -> MistralEndpoint:
         return self._endpoint
 
-    @property
-    def client(self) -> Mistral:
-        """The SDK client this LLM streams through (benchmarks compare against it directly)."""
-        return self._client
-
     def update_options(
         self,
         *,
@@ -182,7 +165,7 @@ class MistralLLM(llm.LLM):
         if is_given(tool_choice):
             self._opts.tool_choice = tool_choice
         if is_given(quick_replies):
-            self._opts.quick_replies = _normalize_quick_replies(quick_replies)
+            self._opts.quick_replies = normalize_quick_replies(quick_replies)
 
     def chat(
         self,
@@ -370,149 +353,6 @@ class MistralLLMStream(llm.LLMStream):
             await asyncio.sleep(retry_after - framework_wait)
 
 
-# --- ChatContext → Mistral messages ---------------------------------------------------------
-
-
-def to_mistral_messages(chat_ctx: ChatContext) -> list[dict[str, Any]]:
-    """A message list Mistral's validator accepts, whatever the ChatContext's shape."""
-    items = chat_ctx.items
-    calls: dict[str, llm.FunctionCall] = {}
-    outputs: dict[str, llm.FunctionCallOutput] = {}
-    for item in items:
-        if item.type == "function_call":
-            calls.setdefault(item.call_id, item)
-        elif item.type == "function_call_output":
-            outputs.setdefault(item.call_id, item)
-    paired = calls.keys() & outputs.keys()
-    if orphans := (calls.keys() | outputs.keys()) - paired:
-        logger.debug("dropping tool calls or results without their pair", extra={"call_ids": sorted(orphans)})
-
-    system_parts: list[str] = []
-    conversation: list[dict[str, Any]] = []
-    pending: list[llm.FunctionCall] = []
-    emitted: set[str] = set()
-    started = False
-
-    def flush_calls() -> None:
-        # One assistant message with the calls, then exactly one tool message per call.
-        if not pending:
-            return
-        conversation.append(
-            {
-                "role": "assistant",
-                "tool_calls": [
-                    {
-                        "id": mistral_call_id(c.call_id),
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": c.arguments or "{}"},
-                    }
-                    for c in pending
-                ],
-            }
-        )
-        for c in pending:
-            output = outputs[c.call_id]
-            conversation.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": mistral_call_id(c.call_id),
-                    "name": c.name,
-                    "content": output.output.strip() or ("(error)" if output.is_error else "(no output)"),
-                }
-            )
-        pending.clear()
-
-    for item in items:
-        if item.type == "function_call":
-            if item.call_id in paired and item.call_id not in emitted:
-                emitted.add(item.call_id)
-                pending.append(item)
-                started = True
-            continue
-        if item.type == "function_call_output":
-            flush_calls()
-            continue
-        if item.type != "message":
-            continue
-        text = _message_text(item)
-        if item.role in ("system", "developer"):
-            if not started:
-                if text:
-                    system_parts.append(text)
-                continue
-            flush_calls()
-            if text:
-                conversation.append({"role": "user", "content": INSTRUCTIONS_TEMPLATE.format(text)})
-            continue
-        flush_calls()
-        started = True
-        if text:
-            conversation.append({"role": item.role, "content": text})
-    flush_calls()
-
-    messages = _merge_and_bridge(conversation)
-    if system_parts:
-        messages.insert(0, {"role": "system", "content": "\n\n".join(system_parts)})
-    if not messages:
-        messages.append({"role": "user", "content": CONTINUE_PROMPT})
-    return messages
-
-
-def trim_history(messages: list[dict[str, Any]], max_history: int | None) -> list[dict[str, Any]]:
-    """The system prompt plus the last `max_history` messages, never splitting a tool call from its results."""
-    system = messages[:1] if messages and messages[0]["role"] == "system" else []
-    rest = messages[len(system) :]
-    if max_history is None or len(rest) <= max_history:
-        return messages
-    start = len(rest) - max_history
-    while start > 0 and rest[start]["role"] == "tool":
-        start -= 1  # back to the assistant message that made the call
-    return system + rest[start:]
-
-
-def mistral_call_id(call_id: str) -> str:
-    """Mistral wants tool call ids of exactly 9 letters or digits; map any other id stably."""
-    if _MISTRAL_CALL_ID.match(call_id):
-        return call_id
-    number = int.from_bytes(hashlib.blake2b(call_id.encode(), digest_size=8).digest(), "big")
-    chars = []
-    for _ in range(9):
-        number, rem = divmod(number, 62)
-        chars.append(_BASE62[rem])
-    return "".join(chars)
-
-
-def _message_text(message: llm.ChatMessage) -> str:
-    parts: list[str] = []
-    for c in message.content:
-        if isinstance(c, str):
-            parts.append(c)
-        elif isinstance(c, llm.AudioContent) and c.transcript:
-            parts.append(c.transcript)
-    return "\n".join(p for p in parts if p.strip()).strip()
-
-
-def _merge_and_bridge(conversation: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    for m in conversation:
-        prev = messages[-1] if messages else None
-        if (
-            prev is not None
-            and prev["role"] == m["role"]
-            and m["role"] in ("user", "assistant")
-            and "tool_calls" not in prev
-            and "tool_calls" not in m
-        ):
-            prev["content"] = f"{prev['content']}\n\n{m['content']}"
-            continue
-        if prev is not None and prev["role"] == "tool" and m["role"] == "user":
-            messages.append({"role": "assistant", "content": NO_REPLY})
-        messages.append(dict(m))
-    if messages and messages[-1]["role"] == "assistant":
-        messages.append({"role": "user", "content": CONTINUE_PROMPT})
-    return messages
-
-
 # --- Streamed chunks ------------------------------------------------------------------------
 
 
@@ -606,81 +446,6 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-# --- Response cache and quick replies -------------------------------------------------------
-
-
-class ResponseCache:
-    """Bounded LRU with a TTL: cache key → the text chunks of a completed reply."""
-
-    def __init__(self, *, max_entries: int, ttl_s: float) -> None:
-        self._max_entries = max_entries
-        self._ttl_s = ttl_s
-        self._entries: OrderedDict[str, tuple[float, tuple[str, ...]]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: str) -> tuple[str, ...] | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires_at, parts = entry
-        if expires_at <= time.monotonic():
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return parts
-
-    def put(self, key: str, parts: Sequence[str]) -> None:
-        if self._max_entries <= 0 or self._ttl_s <= 0:
-            return
-        self._entries[key] = (time.monotonic() + self._ttl_s, tuple(parts))
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
-
-
-def cache_key(params: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]) -> str:
-    """(model, parameters, normalized conversation): case, spacing and tool call ids do not matter."""
-    conversation = []
-    for m in messages:
-        entry: dict[str, Any] = {"role": m["role"], "content": normalize_phrase(str(m.get("content") or ""))}
-        if "tool_calls" in m:
-            entry["tool_calls"] = [
-                (c["function"]["name"], c["function"]["arguments"]) for c in m["tool_calls"]
-            ]
-        conversation.append(entry)
-    payload = json.dumps({"params": params, "messages": conversation}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def normalize_phrase(text: str) -> str:
-    return " ".join(re.sub(r"[^\w']+", " ", text.casefold()).split())
-
-
-def match_quick_reply(messages: Sequence[Mapping[str, Any]], quick_replies: Mapping[str, str]) -> str | None:
-    """The canned reply when the last user turn is short small talk containing a keyword.
-
-    "Merci !" and "merci beaucoup" match "merci"; "merci, mais j'ai une question" does not
-    (at most two words beside the keyword).
-    """
-    if not quick_replies or not messages or messages[-1]["role"] != "user":
-        return None
-    said = normalize_phrase(str(messages[-1].get("content") or ""))
-    words = said.split()
-    for keyword, reply in quick_replies.items():
-        n = len(keyword.split())
-        if len(words) <= n + 2 and f" {keyword} " in f" {said} ":
-            return reply
-    return None
-
-
-def _normalize_quick_replies(quick_replies: Mapping[str, str] | None) -> dict[str, str]:
-    return {
-        normalize_phrase(k): v for k, v in (quick_replies or {}).items() if normalize_phrase(k) and v.strip()
-    }
 
 
 def _check_max_history(max_history: int | None) -> None:

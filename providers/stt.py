@@ -88,7 +88,8 @@ class WhisperSTT(stt.STT):
         Args:
             base_url: sidecar root; defaults to WHISPER_STT_URL, then http://127.0.0.1:8001.
             language: ISO code; None lets the sidecar use its default.
-            http_session: an aiohttp session to share; by default one bounded keep-alive session.
+            http_session: an aiohttp session to share; by default the agent job's session, or
+                outside a job one bounded keep-alive session of its own.
             conn_options: retry settings for streams opened with the framework's default options
                 (the agent passes those unless told otherwise); reconnects take ~100 ms.
         """
@@ -436,8 +437,6 @@ async def _first_of(main: asyncio.Task[Any], watched: asyncio.Task[Any]) -> None
         if not main.done():
             raise APIConnectionError("whisper-stt stream stopped receiving")
     main.result()
-
-
 
 
 def _mono_pcm16(frame: rtc.AudioFrame) -> bytes:

@@ -97,7 +97,8 @@ class AzureTTS(tts.TTS):
             language: language hint for the sidecar's voice choice.
             sample_rate: declared here and requested on every call (16000 or 24000); the
                 framework's FallbackAdapter builds its resampler from it.
-            http_session: an aiohttp session to share; by default one bounded keep-alive session.
+            http_session: an aiohttp session to share; by default the agent job's session, or
+                outside a job one bounded keep-alive session of its own.
         """
         if sample_rate not in SUPPORTED_SAMPLE_RATES:
             raise ValueError(f"sample_rate must be one of {SUPPORTED_SAMPLE_RATES}, got {sample_rate}")
@@ -456,4 +457,3 @@ class SynthesizeStream(tts.SynthesizeStream):
                 raise APIConnectionError("azure-tts websocket failed mid-segment") from ws.exception()
             else:  # CLOSE, CLOSING, CLOSED
                 raise APIConnectionError(f"azure-tts closed the websocket mid-segment (code {ws.close_code})")
-

@@ -4,6 +4,7 @@
   greeting is said, not generated);
 - a reply per exercise through MistralLLM against the deterministic Mistral-protocol test server,
   which also shows which system prompt (persona) the agent sent;
+- an exercise's quick replies reach the session's LLM through `build_pipeline`;
 - one smoke turn against the real local LLM service;
 - the worker registers under LIVEKIT_AGENT_NAME and serves the framework's health endpoint.
 """
@@ -18,11 +19,16 @@ from pathlib import Path
 import pytest
 from fakes.mistral_server import FakeMistralServer
 from livekit.agents import AgentSession
-from support.services import running_service
 
-from eloquence.agent import CoachAgent, _SessionCountLoad, build_session, default_turn_handling
-from eloquence.exercises import exercise_names, get_exercise
-from eloquence.services import AGENT, LOCAL_LLM, ServiceProcess, free_port
+from eloquence.agent import (
+    CoachAgent,
+    _SessionCountLoad,
+    build_pipeline,
+    build_session,
+    default_turn_handling,
+)
+from eloquence.exercises import Exercise, ExerciseText, exercise_names, get_exercise
+from eloquence.services import AGENT, LOCAL_LLM, ServiceProcess, free_port, running_service
 from eloquence.settings import AppSettings
 from eloquence.turn_detector import TranscriptTurnDetector
 
@@ -116,6 +122,46 @@ async def test_a_second_turn_keeps_the_conversation(mistral: FakeMistralServer) 
     assert reply.text_content == "Yes, once more before you start."
     roles = [m["role"] for m in mistral.requests[-1]["messages"]]
     assert roles == ["system", "assistant", "user", "assistant", "user"]
+
+
+async def test_an_exercise_quick_reply_answers_small_talk_without_the_llm(mistral: FakeMistralServer) -> None:
+    from providers.endpoints import MistralEndpoint
+
+    small_talk = Exercise(
+        name="small_talk",
+        title="Small talk",
+        voice_context="coaching",
+        text={
+            "en": ExerciseText(persona="You coach small talk.", greeting="Hi!"),
+            "fr": ExerciseText(
+                persona="Tu coaches la conversation.",
+                greeting="Salut !",
+                quick_replies={"merci": "Avec plaisir !"},
+            ),
+        },
+    )
+    endpoint = MistralEndpoint(
+        server_url=mistral.url, api_key="test-key", model="mistral-small-latest", is_local=False
+    )
+    # the path the worker and `talk` take: the exercise's replies go into the session's LLM
+    pipeline = build_pipeline(_settings(), small_talk, language="fr", llm_endpoint=endpoint)
+    session = build_session(settings=_settings(), llm_model=pipeline.llm)
+    mistral.script("Respirez lentement avant de commencer.")
+    try:
+        await _start(session, CoachAgent(exercise=small_talk, language="fr"))
+        seen = len(mistral.requests)
+        thanks = await session.run(user_input="Merci beaucoup !")
+        quick = thanks.expect.next_event().is_message(role="assistant").event().item
+        thanks.expect.no_more_events()
+        assert len(mistral.requests) == seen, "small talk must not reach the LLM"
+        question = await session.run(user_input="Merci, mais comment je calme mon trac ?")
+        answer = question.expect.next_event().is_message(role="assistant").event().item
+    finally:
+        await session.aclose()
+        await pipeline.aclose()
+    assert quick.text_content == "Avec plaisir !"
+    assert answer.text_content == "Respirez lentement avant de commencer."
+    assert len(mistral.requests) == seen + 1
 
 
 def test_turn_handling_is_tuned_for_latency_without_cloud_models() -> None:

@@ -11,10 +11,9 @@ import aiohttp
 import jwt
 import pytest
 from livekit import api as lkapi
-from support.services import running_service
 
 from eloquence.exercises import exercise_names
-from eloquence.services import API, ServiceDefinition, ServiceProcess, free_port
+from eloquence.services import API, ServiceDefinition, ServiceProcess, free_port, running_service
 
 API_KEY = "eloquence-test-key"
 API_SECRET = "s3cr3t-never-shown-0123456789abcdef"

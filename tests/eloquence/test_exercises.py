@@ -104,3 +104,21 @@ def test_print_registry_lists_every_exercise(
     out = capsys.readouterr().out
     for name in SHIPPED:
         assert name in out
+
+
+def test_quick_replies_are_off_unless_an_exercise_opts_in_per_language() -> None:
+    for exercise in REGISTRY:
+        assert not exercise.quick_replies("en") and not exercise.quick_replies("fr")
+    small_talk = Exercise(
+        name="small_talk",
+        title="Small talk",
+        voice_context="coaching",
+        text={
+            "en": ExerciseText(persona="p", greeting="g", quick_replies={"thank you": "You're welcome!"}),
+            "fr": ExerciseText(persona="p", greeting="g", quick_replies={"merci": "Avec plaisir !"}),
+        },
+    )
+    assert dict(small_talk.quick_replies("fr-FR")) == {"merci": "Avec plaisir !"}
+    assert dict(small_talk.quick_replies("de")) == {"thank you": "You're welcome!"}  # the default language
+    with pytest.raises(ValueError, match="must not be blank"):
+        ExerciseText(persona="p", greeting="g", quick_replies={"merci": "  "})

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.speech import wer
+
+from eloquence_bench.quality import wer
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "question.wav"

@@ -27,7 +27,7 @@ from eloquence.stack import ServiceUnavailableError, ensure_services, group_memb
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "question.wav"
-SIDECARS = ("whisper-stt", "azure-tts", "llm")
+SIDECARS = ("whisper-stt", "azure-tts", "local-llm")
 UP_TIMEOUT_S = 240
 
 pytestmark = pytest.mark.slow
@@ -167,7 +167,7 @@ def test_up_detach_status_kill_and_down(stack: dict[str, str], tmp_path: Path) -
     assert status.returncode == 1
     rows = status_rows(status.stdout)
     assert rows["whisper-stt"].startswith("down")
-    assert all(rows[n] == "healthy" for n in ("azure-tts", "llm", "api"))
+    assert all(rows[n] == "healthy" for n in ("azure-tts", "local-llm", "api"))
     api_health = json.loads(check_health(state["services"]["api"]["health_url"])[1])
     assert api_health["status"] == "degraded"
     assert "whisper-stt" in json.dumps(api_health)
@@ -202,10 +202,12 @@ def test_port_in_use_names_the_service_and_its_log(stack: dict[str, str], tmp_pa
 
 def test_a_service_that_fails_to_start_is_named_with_its_log(stack: dict[str, str], tmp_path: Path) -> None:
     env = {**stack, "LLM_MODEL_PATH": str(tmp_path / "missing.gguf")}
-    up = eloquence("up", "--detach", "--only", "llm", "api", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S)
+    up = eloquence(
+        "up", "--detach", "--only", "local-llm", "api", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S
+    )
     assert up.returncode == 1
-    log = Path(env["ELOQUENCE_STATE_DIR"]) / "logs" / "llm.log"
-    assert "llm exited with code" in up.stdout and str(log) in up.stdout
+    log = Path(env["ELOQUENCE_STATE_DIR"]) / "logs" / "local-llm.log"
+    assert "local-llm exited with code" in up.stdout and str(log) in up.stdout
     assert "missing.gguf" in log.read_text()
     # The API was never started (second wave), and nothing is left behind.
     assert not (Path(env["ELOQUENCE_STATE_DIR"]) / "logs" / "api.log").exists()
@@ -251,9 +253,9 @@ def test_ensure_services_reuses_what_runs_and_stops_only_what_it_started(
     stack: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = stack
-    up = eloquence("up", "--detach", "--only", "llm", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S)
+    up = eloquence("up", "--detach", "--only", "local-llm", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S)
     assert up.returncode == 0, up.stdout + up.stderr
-    llm_pid = read_state(env)["services"]["llm"]["pid"]
+    llm_pid = read_state(env)["services"]["local-llm"]["pid"]
     for key in ("ELOQUENCE_STATE_DIR", "AZURE_TTS_PORT", "LOCAL_LLM_PORT"):
         monkeypatch.setenv(key, env[key])
     for key in ("MISTRAL_API_KEY", "MISTRAL_BASE_URL", "AZURE_SPEECH_KEY", "AZURE_TTS_URL", "PIPER_TTS_URL"):
@@ -262,15 +264,16 @@ def test_ensure_services_reuses_what_runs_and_stops_only_what_it_started(
     log_dir = tmp_path / "ensure-logs"
     quiet = Console(file=io.StringIO())
 
-    with ensure_services(["azure-tts", "llm"], AppSettings(), log_dir, console=quiet) as urls:
+    with ensure_services(["azure-tts", "local-llm"], AppSettings(), log_dir, console=quiet) as urls:
         assert urls == {
             "azure-tts": f"http://127.0.0.1:{env['AZURE_TTS_PORT']}",
-            "llm": f"http://127.0.0.1:{env['LOCAL_LLM_PORT']}",
+            "local-llm": f"http://127.0.0.1:{env['LOCAL_LLM_PORT']}",
         }
         assert check_health(urls["azure-tts"] + "/health")[0]
-        assert (log_dir / "azure-tts.log").exists() and not (log_dir / "llm.log").exists()
+        assert (log_dir / "azure-tts.log").exists() and not (log_dir / "local-llm.log").exists()
     assert not port_in_use(int(env["AZURE_TTS_PORT"]))  # started here, stopped here
-    assert check_health(urls["llm"] + "/health")[0] and group_members(llm_pid)  # found running, left running
+    # found running, left running
+    assert check_health(urls["local-llm"] + "/health")[0] and group_members(llm_pid)
 
     # A service that is down and not on this machine cannot be started: the error names it.
     monkeypatch.setenv("WHISPER_STT_URL", "http://192.0.2.1:8001")  # TEST-NET-1: never routed

@@ -19,12 +19,20 @@ import aiohttp
 import numpy as np
 import pytest
 import soundfile as sf
-from support.services import running_service
-from support.speech import silence, speak, speak_with_pause, to_wav, wer
 
-from eloquence.services import API, AZURE_TTS, LOCAL_LLM, WHISPER_STT, ServiceDefinition, free_port
+from eloquence.services import (
+    API,
+    AZURE_TTS,
+    LOCAL_LLM,
+    WHISPER_STT,
+    ServiceDefinition,
+    free_port,
+    running_service,
+)
 from eloquence.settings import AppSettings
 from eloquence.talk import TalkError, run_talk_turn
+from eloquence_bench.quality import wer
+from eloquence_bench.speech import silence, speak, speak_with_pause, to_wav
 
 REPO = Path(__file__).resolve().parents[2]
 QUESTION_WAV = REPO / "samples" / "question.wav"

@@ -34,6 +34,8 @@ import numpy as np
 import soxr
 from aiohttp import WSMsgType, web
 
+from sidecar_common.pcm import float_to_pcm16
+
 logger = logging.getLogger("fakes.azure_speech")
 
 OUTPUT_FORMAT_RATES = {
@@ -260,7 +262,7 @@ def _speak(path: Path | None, text: str, sample_rate: int) -> bytes:
     chunks = [c.audio_float_array for c in voice.synthesize(text)]
     audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     audio = soxr.resample(audio, voice.config.sample_rate, sample_rate)
-    return (np.clip(audio, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
+    return float_to_pcm16(audio)
 
 
 async def _serve(port: int) -> None:

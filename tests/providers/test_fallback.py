@@ -12,15 +12,17 @@ import pytest
 from fakes.mistral_server import FakeMistralServer, Reply
 from livekit import rtc
 from livekit.agents import APIConnectOptions, llm, stt, tts
-from support.services import running_service
-from support.speech import pcm16_to_float, silence, speak, to_pcm16, transcribe, wer
 
-from eloquence.services import AZURE_TTS, LOCAL_LLM, WHISPER_STT, ServiceProcess, free_port
+from eloquence.services import AZURE_TTS, LOCAL_LLM, WHISPER_STT, ServiceProcess, free_port, running_service
+from eloquence_bench.quality import wer
+from eloquence_bench.speech import silence, speak, transcribe
 from providers.endpoints import MistralEndpoint
 from providers.fallback import build_llm, build_stt, build_tts
 from providers.llm import MistralLLM
 from providers.stt import WhisperSTT
 from providers.tts import AzureTTS
+from sidecar_common.pcm import float_to_pcm16 as to_pcm16
+from sidecar_common.pcm import pcm16_to_float
 
 TEXT = "Thank you, that was a clear answer."
 SPOKEN = "Could you repeat the last question please?"

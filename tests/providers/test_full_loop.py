@@ -13,11 +13,12 @@ import pytest
 from livekit import rtc
 from livekit.agents import llm, stt
 from livekit.agents.metrics import LLMMetrics, STTMetrics, TTSMetrics
-from support.services import running_service
-from support.speech import silence, speak, to_pcm16, wer
 
-from eloquence.services import AZURE_TTS, LOCAL_LLM, WHISPER_STT, ServiceProcess
+from eloquence.services import AZURE_TTS, LOCAL_LLM, WHISPER_STT, ServiceProcess, running_service
+from eloquence_bench.quality import wer
+from eloquence_bench.speech import silence, speak
 from providers import AzureTTS, MistralLLM, WhisperSTT
+from sidecar_common.pcm import float_to_pcm16 as to_pcm16
 
 QUESTION = "Can you give me one tip for a job interview?"
 

@@ -1,67 +1,30 @@
-"""MistralLLM against a local server speaking Mistral's protocol, and once against the real local GGUF service."""
+"""MistralLLM against a local server speaking Mistral's protocol, and once against the real local
+GGUF service. The message normaliser, the response cache and the endpoint resolver have their own
+test modules."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 from fakes.mistral_server import FakeMistralServer, Reply, ToolCallReply, tokens_of
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, APITimeoutError, llm
 from livekit.agents.metrics import LLMMetrics
-from support.services import running_service
+from support.mistral_chat import (
+    FAST_RETRY,
+    LONG_REPLY,
+    NO_RETRY,
+    collect_chunks,
+    lookup_word,
+    text_of,
+    tool_output,
+    user_ctx,
+)
 
-from eloquence.services import LOCAL_LLM
-from providers.endpoints import resolve_mistral_endpoint
-from providers.llm import CONTINUE_PROMPT, NO_REPLY, MistralLLM
-
-FAST_RETRY = APIConnectOptions(max_retry=2, retry_interval=0.0, timeout=5.0)
-NO_RETRY = APIConnectOptions(max_retry=0, retry_interval=0.0, timeout=5.0)
-LONG_REPLY = "Good morning! Today we will practise ordering food in a restaurant together, step by step."
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeMistralServer]:
-    # Fast pacing keeps the module quick; the streaming test paces its reply like a model (100 ms/token).
-    async with FakeMistralServer(token_delay_s=0.02) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def mistral(server: FakeMistralServer) -> AsyncIterator[MistralLLM]:
-    model = MistralLLM(base_url=server.url, api_key="test-key", model="mistral-small-latest", cache_size=0)
-    yield model
-    await model.aclose()
-
-
-def user_ctx(*texts: str, system: str | None = "You are an English coach.") -> llm.ChatContext:
-    ctx = llm.ChatContext.empty()
-    if system:
-        ctx.add_message(role="system", content=system)
-    for text in texts:
-        ctx.add_message(role="user", content=text)
-    return ctx
-
-
-async def collect_chunks(stream: llm.LLMStream) -> tuple[list[llm.ChatChunk], BaseException | None]:
-    chunks: list[llm.ChatChunk] = []
-    try:
-        async with stream:
-            async for chunk in stream:
-                chunks.append(chunk)
-    except Exception as e:  # noqa: BLE001 - returned for the test to inspect
-        return chunks, e
-    return chunks, None
-
-
-def text_of(chunks: list[llm.ChatChunk]) -> str:
-    return "".join(c.delta.content for c in chunks if c.delta and c.delta.content)
-
+from eloquence.services import LOCAL_LLM, running_service
+from providers.llm import MistralLLM
 
 # --- streaming and metrics -------------------------------------------------------------------
 
@@ -100,165 +63,6 @@ async def test_metrics_report_time_to_first_token_and_usage(
     assert metrics.metadata is not None and metrics.metadata.model_name == "mistral-small-latest"
 
 
-# --- message conversion ----------------------------------------------------------------------
-
-
-def _call(call_id: str, name: str = "lookup_word", args: str = '{"word": "serendipity"}') -> llm.FunctionCall:
-    return llm.FunctionCall(call_id=call_id, name=name, arguments=args)
-
-
-def _output(
-    call_id: str, output: str = "a happy accident", name: str = "lookup_word"
-) -> llm.FunctionCallOutput:
-    return llm.FunctionCallOutput(call_id=call_id, name=name, output=output, is_error=False)
-
-
-def _ctx(*items: Any) -> llm.ChatContext:
-    ctx = llm.ChatContext.empty()
-    for item in items:
-        if isinstance(item, tuple):
-            ctx.add_message(role=item[0], content=item[1])
-        else:
-            ctx.items.append(item)
-    return ctx
-
-
-SHAPES: dict[str, tuple[llm.ChatContext, list[tuple[str, str | None]]]] = {
-    # name: (context, expected [(role, content or None for tool-call messages)])
-    "assistant last": (
-        _ctx(("system", "Coach."), ("user", "Hi"), ("assistant", "Hello!")),
-        [("system", "Coach."), ("user", "Hi"), ("assistant", "Hello!"), ("user", CONTINUE_PROMPT)],
-    ),
-    "consecutive users merged": (
-        _ctx(("user", "Hi"), ("user", "are you there?")),
-        [("user", "Hi\n\nare you there?")],
-    ),
-    "empty and whitespace messages dropped": (
-        _ctx(("system", "Coach."), ("user", "  "), ("assistant", ""), ("user", "Hi")),
-        [("system", "Coach."), ("user", "Hi")],
-    ),
-    "system only": (_ctx(("system", "Greet the learner.")), [("system", "Greet the learner.")]),
-    "nothing at all": (_ctx(), [("user", CONTINUE_PROMPT)]),
-    "two system messages first are one": (
-        _ctx(("system", "Coach."), ("system", "Today: restaurants."), ("user", "Hi")),
-        [("system", "Coach.\n\nToday: restaurants."), ("user", "Hi")],
-    ),
-    "late system message becomes instructions": (
-        _ctx(("system", "Coach."), ("user", "Hi"), ("assistant", "Hello!"), ("system", "Ask about food.")),
-        [
-            ("system", "Coach."),
-            ("user", "Hi"),
-            ("assistant", "Hello!"),
-            ("user", "<instructions>\nAsk about food.\n</instructions>"),
-        ],
-    ),
-    "tool result without call dropped": (
-        _ctx(("user", "Hi"), _output("orphan123")),
-        [("user", "Hi")],
-    ),
-    "tool call without result dropped": (
-        _ctx(("user", "Define serendipity"), _call("lonely1234")),
-        [("user", "Define serendipity")],
-    ),
-    "tool result then user is bridged": (
-        _ctx(("user", "Define serendipity"), _call("abcDEF123"), _output("abcDEF123"), ("user", "Thanks")),
-        [
-            ("user", "Define serendipity"),
-            ("assistant", None),
-            ("tool", "a happy accident"),
-            ("assistant", NO_REPLY),
-            ("user", "Thanks"),
-        ],
-    ),
-    "text and tool call in one turn are split": (
-        _ctx(
-            ("user", "Define serendipity"),
-            ("assistant", "Let me look."),
-            _call("call_livekit_1"),
-            _output("call_livekit_1"),
-        ),
-        [
-            ("user", "Define serendipity"),
-            ("assistant", "Let me look."),
-            ("assistant", None),
-            ("tool", "a happy accident"),
-        ],
-    ),
-    "output before its call is paired after it": (
-        _ctx(("user", "Define it"), _output("xyz987654"), _call("xyz987654")),
-        [("user", "Define it"), ("assistant", None), ("tool", "a happy accident")],
-    ),
-}
-
-
-@pytest.mark.parametrize("shape", list(SHAPES))
-async def test_invalid_context_shapes_become_valid_requests(
-    server: FakeMistralServer, mistral: MistralLLM, shape: str
-) -> None:
-    ctx, expected = SHAPES[shape]
-    response = await mistral.chat(chat_ctx=ctx, conn_options=NO_RETRY).collect()
-    assert response.text  # the fake validates like Mistral: an invalid list would be a 400
-    sent = server.requests[-1]["messages"]
-    assert [(m["role"], m.get("content")) for m in sent] == expected
-    for m in sent:
-        for call in m.get("tool_calls") or []:
-            assert len(call["id"]) == 9 and call["id"].isalnum()
-        if m["role"] == "tool":
-            assert len(m["tool_call_id"]) == 9 and m["tool_call_id"].isalnum()
-
-
-@pytest.mark.parametrize(
-    ("messages", "fragment"),
-    [
-        (
-            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
-            "Expected last role User or Tool",
-        ),
-        ([{"role": "user", "content": ""}], "must have content"),
-        (
-            [
-                {"role": "user", "content": "Hi"},
-                {"role": "tool", "content": "x", "tool_call_id": "abcDEF123"},
-            ],
-            "Unexpected role 'tool' after role 'user'",
-        ),
-        (
-            [
-                {"role": "user", "content": "Hi"},
-                {
-                    "role": "assistant",
-                    "tool_calls": [{"id": "call_1", "function": {"name": "f", "arguments": "{}"}}],
-                },
-                {"role": "tool", "content": "x", "tool_call_id": "call_1"},
-            ],
-            "Tool call id was call_1",
-        ),
-        (
-            [
-                {"role": "user", "content": "Hi"},
-                {
-                    "role": "assistant",
-                    "tool_calls": [{"id": "abcDEF123", "function": {"name": "f", "arguments": "{}"}}],
-                },
-                {"role": "tool", "content": "x", "tool_call_id": "abcDEF123"},
-                {"role": "user", "content": "ok"},
-            ],
-            "Unexpected role 'user' after role 'tool'",
-        ),
-    ],
-)
-async def test_the_fake_rejects_what_mistral_rejects(
-    server: FakeMistralServer, messages: list[dict[str, Any]], fragment: str
-) -> None:
-    # What a naive conversion sends; MistralLLM's conversion must never produce these.
-    async with aiohttp.ClientSession() as http:
-        body = {"model": "m", "messages": messages, "stream": True}
-        async with http.post(server.url + "/v1/chat/completions", json=body) as resp:
-            assert resp.status == 400
-            error = await resp.json()
-    assert error["object"] == "error" and fragment in error["message"]
-
-
 async def test_a_400_is_raised_as_a_status_error_and_not_retried(
     server: FakeMistralServer, mistral: MistralLLM
 ) -> None:
@@ -269,50 +73,7 @@ async def test_a_400_is_raised_as_a_status_error_and_not_retried(
     assert len(server.requests) == 1 and not chunks
 
 
-# --- history trimming ------------------------------------------------------------------------
-
-
-async def test_history_keeps_the_system_prompt_and_the_last_messages(server: FakeMistralServer) -> None:
-    model = MistralLLM(base_url=server.url, api_key="k", max_history=4, cache_size=0)
-    ctx = llm.ChatContext.empty()
-    ctx.add_message(role="system", content="Coach.")
-    for i in range(10):
-        ctx.add_message(role="user", content=f"question {i}")
-        ctx.add_message(role="assistant", content=f"answer {i}")
-    ctx.add_message(role="user", content="last question")
-    await model.chat(chat_ctx=ctx, conn_options=NO_RETRY).collect()
-    sent = [m["content"] for m in server.requests[-1]["messages"]]
-    assert sent == ["Coach.", "answer 8", "question 9", "answer 9", "last question"]
-    await model.aclose()
-
-
-async def test_trimming_never_splits_a_tool_call_from_its_result(server: FakeMistralServer) -> None:
-    model = MistralLLM(base_url=server.url, api_key="k", max_history=2, cache_size=0)
-    ctx = _ctx(
-        ("system", "Coach."),
-        ("user", "old question"),
-        ("assistant", "old answer"),
-        ("user", "Define serendipity and grit"),
-        _call("aaaaaaaa1", args='{"word": "serendipity"}'),
-        _call("aaaaaaaa2", args='{"word": "grit"}'),
-        _output("aaaaaaaa1"),
-        _output("aaaaaaaa2", output="courage"),
-    )
-    await model.chat(chat_ctx=ctx, conn_options=NO_RETRY).collect()
-    sent = server.requests[-1]["messages"]
-    # the last 2 messages are the two results: their call comes along, the old turns do not
-    assert [m["role"] for m in sent] == ["system", "assistant", "tool", "tool"]
-    assert [c["id"] for c in sent[1]["tool_calls"]] == ["aaaaaaaa1", "aaaaaaaa2"]
-    await model.aclose()
-
-
 # --- tools -----------------------------------------------------------------------------------
-
-
-@llm.function_tool
-async def lookup_word(word: str) -> str:
-    """Look up the definition of an English word."""
-    return f"definition of {word}"
 
 
 async def test_tool_calls_stream_as_function_tool_calls(
@@ -339,7 +100,7 @@ async def test_tool_calls_stream_as_function_tool_calls(
     ctx.items.append(
         llm.FunctionCall(call_id="Gr1tCa11x", name="lookup_word", arguments=response.tool_calls[0].arguments)
     )
-    ctx.items.append(_output("Gr1tCa11x", output="courage and resolve"))
+    ctx.items.append(tool_output("Gr1tCa11x", output="courage and resolve"))
     follow_up = await mistral.chat(chat_ctx=ctx, tools=[lookup_word], conn_options=NO_RETRY).collect()
     assert follow_up.text
     assert [m["role"] for m in server.requests[-1]["messages"]] == ["system", "user", "assistant", "tool"]
@@ -449,72 +210,6 @@ async def test_unreachable_server_is_a_connection_error() -> None:
     await model.aclose()
 
 
-# --- response cache and quick replies --------------------------------------------------------
-
-
-async def test_a_cache_hit_replays_the_reply_without_asking_the_server(server: FakeMistralServer) -> None:
-    model = MistralLLM(base_url=server.url, api_key="k", cache_size=8, cache_ttl_s=60)
-    server.script(LONG_REPLY)
-    first, _ = await collect_chunks(model.chat(chat_ctx=user_ctx("How are you?"), conn_options=NO_RETRY))
-    # same conversation up to case and spacing
-    second, _ = await collect_chunks(model.chat(chat_ctx=user_ctx("how  are you?"), conn_options=NO_RETRY))
-    assert text_of(second) == text_of(first) == LONG_REPLY
-    assert len(server.requests) == 1
-    assert len([c for c in second if c.delta and c.delta.content]) == len(tokens_of(LONG_REPLY))
-
-    # other parameters are another entry
-    model.update_options(temperature=0.1)
-    await model.chat(chat_ctx=user_ctx("How are you?"), conn_options=NO_RETRY).collect()
-    assert len(server.requests) == 2
-    await model.aclose()
-
-
-async def test_cache_entries_expire_and_tool_calls_are_never_cached(server: FakeMistralServer) -> None:
-    model = MistralLLM(base_url=server.url, api_key="k", cache_size=8, cache_ttl_s=0.2)
-    await model.chat(chat_ctx=user_ctx("Hello"), conn_options=NO_RETRY).collect()
-    await asyncio.sleep(0.3)
-    await model.chat(chat_ctx=user_ctx("Hello"), conn_options=NO_RETRY).collect()
-    assert len(server.requests) == 2, "an expired entry is not replayed"
-
-    call = Reply(tool_calls=[ToolCallReply(name="lookup_word", arguments={"word": "grit"})])
-    server.script(call, call)
-    for _ in range(2):
-        r = await model.chat(
-            chat_ctx=user_ctx("Define grit"), tools=[lookup_word], conn_options=NO_RETRY
-        ).collect()
-        assert r.tool_calls
-    assert len(server.requests) == 4
-    await model.aclose()
-
-
-async def test_the_cache_is_bounded(server: FakeMistralServer) -> None:
-    model = MistralLLM(base_url=server.url, api_key="k", cache_size=2, cache_ttl_s=60)
-    for text in ("one", "two", "three", "one"):
-        await model.chat(chat_ctx=user_ctx(text), conn_options=NO_RETRY).collect()
-    assert len(server.requests) == 4, "'one' was evicted by the third entry"
-    await model.aclose()
-
-
-async def test_quick_replies_are_off_by_default_and_answer_small_talk_when_on(
-    server: FakeMistralServer, mistral: MistralLLM
-) -> None:
-    await mistral.chat(chat_ctx=user_ctx("Merci !"), conn_options=NO_RETRY).collect()
-    assert len(server.requests) == 1
-
-    model = MistralLLM(
-        base_url=server.url, api_key="k", cache_size=0, quick_replies={"merci": "Avec plaisir !"}
-    )
-    response = await model.chat(chat_ctx=user_ctx("Merci beaucoup !"), conn_options=NO_RETRY).collect()
-    assert response.text == "Avec plaisir !"
-    assert len(server.requests) == 1
-    response = await model.chat(
-        chat_ctx=user_ctx("Merci, mais j'ai encore une question sur le passé composé"), conn_options=NO_RETRY
-    ).collect()
-    assert response.text.startswith("You said:")
-    assert len(server.requests) == 2
-    await model.aclose()
-
-
 # --- options, prewarm, endpoint ---------------------------------------------------------------
 
 
@@ -540,42 +235,6 @@ async def test_prewarm_opens_the_connection(server: FakeMistralServer, mistral: 
     assert mistral._prewarm_task is not None
     await mistral._prewarm_task
     assert server.model_list_requests == 1
-
-
-def test_endpoint_strips_the_api_path_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
-        endpoint = resolve_mistral_endpoint(
-            api_key="scw-key",
-            base_url="https://api.scaleway.ai/abc-123/v1/chat/completions",
-            model=None,
-            environ={},
-        )
-    assert endpoint.server_url == "https://api.scaleway.ai/abc-123"
-    assert not endpoint.is_local and endpoint.api_key == "scw-key"
-    assert "includes the API path" in caplog.text
-    assert (
-        resolve_mistral_endpoint(base_url="http://10.0.0.5:8000/v1/", environ={}).server_url
-        == "http://10.0.0.5:8000"
-    )
-
-
-def test_endpoint_defaults_cloud_with_a_key_else_the_local_service() -> None:
-    cloud = resolve_mistral_endpoint(environ={"MISTRAL_API_KEY": "sk"})
-    assert (cloud.server_url, cloud.api_key, cloud.model, cloud.is_local) == (
-        "https://api.mistral.ai",
-        "sk",
-        "mistral-small-latest",
-        False,
-    )
-    local = resolve_mistral_endpoint(environ={})
-    assert (local.server_url, local.api_key, local.is_local) == ("http://127.0.0.1:8004", None, True)
-    moved = resolve_mistral_endpoint(environ={"LOCAL_LLM_URL": "http://127.0.0.1:9999/"})
-    assert (moved.server_url, moved.is_local) == ("http://127.0.0.1:9999", True)
-    explicit = resolve_mistral_endpoint(
-        api_key="a", base_url="https://x.example", model="m", environ={"MISTRAL_MODEL": "env-model"}
-    )
-    assert (explicit.server_url, explicit.model) == ("https://x.example", "m")
-    assert resolve_mistral_endpoint(environ={"MISTRAL_MODEL": "env-model"}).model == "env-model"
 
 
 def test_constructor_reads_only_os_environ_for_missing_values(monkeypatch: pytest.MonkeyPatch) -> None:

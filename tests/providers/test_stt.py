@@ -14,11 +14,12 @@ from livekit import rtc
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, APIError, APIStatusError, stt
 from livekit.agents.metrics import STTMetrics
 from support.fault_proxy import Faults, fault_proxy
-from support.services import running_service
-from support.speech import silence, speak, to_pcm16, wer
 
-from eloquence.services import WHISPER_STT, ServiceProcess, check_health, free_port
+from eloquence.services import WHISPER_STT, ServiceProcess, check_health, free_port, running_service
+from eloquence_bench.quality import wer
+from eloquence_bench.speech import silence, speak
 from providers.stt import SAMPLE_RATE, STREAM_CONNECT_OPTIONS, WhisperSTT, _ReplayBuffer, resolve_stt_url
+from sidecar_common.pcm import float_to_pcm16 as to_pcm16
 
 # one inference thread: the box is shared
 STT_ENV = {"WHISPER_CPU_THREADS": "1"}

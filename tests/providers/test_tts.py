@@ -23,11 +23,12 @@ from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIError, APIStatusError, tts
 from livekit.agents.metrics import TTSMetrics
 from support.fault_proxy import Faults, fault_proxy
-from support.services import running_service
-from support.speech import pcm16_to_float, transcribe, wer
 
-from eloquence.services import AZURE_TTS, ServiceProcess, check_health, free_port
+from eloquence.services import AZURE_TTS, ServiceProcess, check_health, free_port, running_service
+from eloquence_bench.quality import wer
+from eloquence_bench.speech import transcribe
 from providers.tts import AzureTTS, resolve_tts_url
+from sidecar_common.pcm import pcm16_to_float
 
 # Piper, one thread: the box is shared.
 TTS_ENV = {"TTS_ENGINE": "piper", "PIPER_THREADS": "1"}

@@ -22,10 +22,9 @@ import soxr
 from azure_tts.sentence_chunker import SentenceChunker
 from fakes.azure_speech_server import AzureSpeechStandIn
 from prometheus_client.parser import text_string_to_metric_families
-from support.services import running_service
-from support.speech import wer
 
-from eloquence.services import AZURE_TTS, ServiceProcess
+from eloquence.services import AZURE_TTS, ServiceProcess, running_service
+from eloquence_bench.quality import wer
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -11,9 +11,8 @@ import aiohttp
 import pytest
 from mistralai.client import Mistral
 from prometheus_client.parser import text_string_to_metric_families
-from support.services import running_service
 
-from eloquence.services import LOCAL_LLM, ServiceProcess, ServiceStartError, check_health
+from eloquence.services import LOCAL_LLM, ServiceProcess, ServiceStartError, check_health, running_service
 
 LONG_PROMPT = "Write a long story about a dragon who learns to speak English."
 

@@ -13,14 +13,15 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from support.services import running_service
-from support.speech import silence, speak, to_pcm16, to_wav, wer
 from whisper_stt.model import Transcript, TranscriptSegment, WhisperTranscriber, is_degenerate
 from whisper_stt.noise_filter import NoiseFilter
 from whisper_stt.settings import WhisperSTTSettings
 from whisper_stt.transcription_queue import InterimShed, Overloaded, Priority, TranscriptionQueue
 
-from eloquence.services import WHISPER_STT, ServiceProcess
+from eloquence.services import WHISPER_STT, ServiceProcess, running_service
+from eloquence_bench.quality import wer
+from eloquence_bench.speech import silence, speak, to_wav
+from sidecar_common.pcm import float_to_pcm16 as to_pcm16
 
 SENTENCES = [
     "Good morning, I would like to practice my presentation today.",

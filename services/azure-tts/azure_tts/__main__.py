@@ -2,46 +2,40 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from sidecar_common.http import configure_logging
+
+from sidecar_common.app import create_app
+from sidecar_common.cli import SettingFlag, run_sidecar
 
 from .settings import AzureTTSSettings
 
 logger = logging.getLogger("azure_tts")
 
 
-def main(argv: list[str] | None = None) -> None:
-    settings = AzureTTSSettings()
-    parser = argparse.ArgumentParser(prog="eloquence-azure-tts", description=__doc__)
-    parser.add_argument("--host", default=settings.host)
-    parser.add_argument("--port", type=int, default=settings.port)
-    parser.add_argument(
-        "--engine", choices=["auto", "azure", "piper"], default=settings.tts_engine, help="env TTS_ENGINE"
+def main(argv: Sequence[str] | None = None) -> None:
+    run_sidecar(
+        prog="eloquence-azure-tts",
+        description=__doc__,
+        settings_type=AzureTTSSettings,
+        load=load,
+        flags=[SettingFlag("--engine", "tts_engine", choices=("auto", "azure", "piper"))],
+        # a client that disconnects cancels its handler, which stops the synthesis
+        handler_cancellation=True,
+        argv=argv,
     )
-    parser.add_argument("--log-level", default=settings.log_level)
-    args = parser.parse_args(argv)
-    settings = settings.model_copy(update={"host": args.host, "port": args.port, "tts_engine": args.engine})
-    configure_logging(args.log_level)
-    try:
-        app = build_app(settings)
-    except (OSError, ValueError) as e:
-        logger.error("cannot start azure-tts: %s", e)
-        sys.exit(2)
-    # handler_cancellation: a client that disconnects cancels its handler, which stops synthesis.
-    web.run_app(app, host=settings.host, port=settings.port, print=None, handler_cancellation=True)
 
 
-def build_app(settings: AzureTTSSettings) -> web.Application:
+def load(settings: AzureTTSSettings) -> web.Application:
+    """Load the engines (Azure's configuration, Piper's voices) and build the app around them."""
     from .audio_cache import AudioCache
     from .metrics import TTSMetrics
-    from .server import AzureTTSServer
+    from .server import AzureTTSAPI
     from .synthesis import SpeechEngine, TextToSpeech
     from .voices import VoiceCatalog
 
@@ -81,6 +75,8 @@ def build_app(settings: AzureTTSSettings) -> web.Application:
             voice_paths=[*paths, *(Path(p) for p in settings.piper_extra_voices)],
             threads=settings.piper_threads,
             max_workers=settings.tts_max_concurrent,
+            noise_scale=settings.piper_noise_scale,
+            noise_w_scale=settings.piper_noise_w_scale,
         )
         engines["piper"], defaults["piper"] = piper, piper.default_voice
         logger.info(
@@ -102,32 +98,17 @@ def build_app(settings: AzureTTSSettings) -> web.Application:
         max_concurrent=settings.tts_max_concurrent,
         chunk_max_chars=settings.tts_chunk_max_chars,
     )
-    server = AzureTTSServer(
+    logger.info(
+        "engine %s, fallback %s, max %d concurrent",
+        primary, "piper" if tts.fallback else "off", settings.tts_max_concurrent,
+    )  # fmt: skip
+    api = AzureTTSAPI(
         tts=tts,
         max_text_chars=settings.tts_max_text_chars,
         retry_after_s=settings.tts_retry_after_s,
         registry=registry,
     )
-    app = server.build_app()
-
-    async def warm_up(_: web.Application) -> None:
-        for engine in engines.values():
-            start = time.perf_counter()
-            await engine.warm_up()
-            logger.info("warmed up %s in %.2f s", engine.name, time.perf_counter() - start)
-        server.ready = True
-        logger.info(
-            "Ready on http://%s:%d (engine %s, fallback %s, max %d concurrent)",
-            settings.host, settings.port, primary, "piper" if tts.fallback else "off", settings.tts_max_concurrent,
-        )  # fmt: skip
-
-    async def close(_: web.Application) -> None:
-        for engine in engines.values():
-            await engine.aclose()
-
-    app.on_startup.append(warm_up)
-    app.on_cleanup.append(close)
-    return app
+    return create_app(api, settings=settings)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from pathlib import Path
 import onnxruntime
 from piper import PiperVoice
 from piper.config import PiperConfig, SynthesisConfig
-from sidecar_common.audio import float_to_pcm16, peak_normalize, resample
+
+from sidecar_common.audio import peak_normalize, resample
+from sidecar_common.pcm import float_to_pcm16
 
 from .errors import SynthesisError
 from .voices import VoiceInfo
@@ -32,7 +34,18 @@ class PiperEngine:
 
     name = "piper"
 
-    def __init__(self, *, voice_paths: Sequence[Path], threads: int = 1, max_workers: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        voice_paths: Sequence[Path],
+        threads: int = 1,
+        max_workers: int = 2,
+        noise_scale: float | None = None,
+        noise_w_scale: float | None = None,
+    ) -> None:
+        """`noise_scale`, `noise_w_scale`: Piper's generator and phoneme-width noise; None keeps each
+        voice's own (a natural voice, a different waveform on every synthesis), 0 makes the same
+        text give the same samples."""
         if not voice_paths:
             raise ValueError("at least one Piper voice is needed")
         self._voices: dict[str, PiperVoice] = {}
@@ -43,6 +56,8 @@ class PiperEngine:
             self._voices[name] = voice
             self._infos.append(VoiceInfo(name=name, engine=self.name, language=_language(Path(path), voice)))
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="piper")
+        self._noise_scale = noise_scale
+        self._noise_w_scale = noise_w_scale
 
     @property
     def voices(self) -> list[VoiceInfo]:
@@ -66,7 +81,12 @@ class PiperEngine:
         """16-bit mono PCM at `sample_rate`, one piece per Piper sentence, peak at 80 % of full scale."""
         piper_voice = self._voices[voice]
         length_scale = piper_voice.config.length_scale / rate if rate else None
-        config = SynthesisConfig(length_scale=length_scale, normalize_audio=True)
+        config = SynthesisConfig(
+            length_scale=length_scale,
+            noise_scale=self._noise_scale,
+            noise_w_scale=self._noise_w_scale,
+            normalize_audio=True,
+        )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()

@@ -1,10 +1,11 @@
-"""The azure-tts HTTP and websocket API (API.md): thin handlers over `TextToSpeech`."""
+"""The azure-tts handlers (API.md): thin HTTP and websocket handlers over `TextToSpeech`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, TypeVar
@@ -12,8 +13,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
+
+from sidecar_common.app import SidecarAPI
 from sidecar_common.audio import wav_bytes
-from sidecar_common.http import HTTPMetrics, add_health_and_metrics, json_error
+from sidecar_common.http import SidecarError
 
 from .errors import EngineThrottledError, SynthesisError
 from .messages import OpenAISpeechRequest, SynthesizeRequest, validation_message
@@ -44,34 +47,45 @@ async def audio_frames(
             yield rest
 
 
-class AzureTTSServer:
+class AzureTTSAPI(SidecarAPI):
+    """The handlers over `TextToSpeech`, whose engines are loaded; the lifespan warms them up."""
+
+    metrics_prefix = "azure_tts"
+    max_body_bytes = MAX_BODY_BYTES
+
     def __init__(
         self, *, tts: TextToSpeech, max_text_chars: int, retry_after_s: int, registry: CollectorRegistry
     ) -> None:
+        super().__init__(registry=registry)
         self.tts = tts
         self.max_text_chars = max_text_chars
         self.retry_after_s = retry_after_s
-        self.registry = registry
-        self.ready = False
 
-    def build_app(self) -> web.Application:
-        http_metrics = HTTPMetrics(self.registry, "azure_tts")
-        app = web.Application(middlewares=[http_metrics.middleware], client_max_size=MAX_BODY_BYTES)
-        add_health_and_metrics(app, registry=self.registry, health=self.health)
-        app.router.add_get("/v1/voices", self.voices)
-        app.router.add_post("/v1/synthesize", self.synthesize)
-        app.router.add_post("/v1/audio/speech", self.openai_speech)
-        app.router.add_get("/v1/stream", self.stream)
-        return app
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/v1/voices", self.voices),
+            web.post("/v1/synthesize", self.synthesize),
+            web.post("/v1/audio/speech", self.openai_speech),
+            web.get("/v1/stream", self.stream),
+        ]
 
-    async def health(self) -> tuple[bool, dict[str, Any]]:
-        return self.ready, {
+    def health(self) -> dict[str, Any]:
+        return {
             "engine": self.tts.primary_engine,
             "fallback": "piper" if self.tts.fallback else None,
             "voices": self.tts.catalog.names(),
             "sample_rates": SAMPLE_RATES,
             "active_syntheses": self.tts.active,
         }
+
+    async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        for engine in self.tts.engines.values():
+            start = time.perf_counter()
+            await engine.warm_up()
+            logger.info("warmed up %s in %.2f s", engine.name, time.perf_counter() - start)
+        yield
+        for engine in self.tts.engines.values():
+            await engine.aclose()
 
     async def voices(self, _: web.Request) -> web.Response:
         return web.json_response(
@@ -87,8 +101,6 @@ class AzureTTSServer:
 
     async def synthesize(self, request: web.Request) -> web.StreamResponse:
         req = await _request_model(request, SynthesizeRequest)
-        if isinstance(req, web.Response):
-            return req
         options = SpeechOptions(
             sample_rate=req.sample_rate, rate=req.rate, pitch=req.pitch, style=req.style,
             context=req.context, language=req.language,
@@ -97,8 +109,6 @@ class AzureTTSServer:
 
     async def openai_speech(self, request: web.Request) -> web.StreamResponse:
         req = await _request_model(request, OpenAISpeechRequest)
-        if isinstance(req, web.Response):
-            return req
         options = SpeechOptions(sample_rate=req.sample_rate, rate=req.speed)
         return await self._speak(
             request, req.input, voice=req.voice, options=options, wav=req.response_format == "wav"
@@ -108,14 +118,14 @@ class AzureTTSServer:
         self, request: web.Request, text: str, *, voice: str | None, options: SpeechOptions, wav: bool
     ) -> web.StreamResponse:
         if len(text) > self.max_text_chars:
-            return json_error(
+            raise SidecarError(
                 413, "too_large", f"text has {len(text)} characters; the limit is {self.max_text_chars}",
                 limit=self.max_text_chars,
             )  # fmt: skip
         try:
             choice = self.tts.catalog.choose(voice=voice, context=options.context, language=options.language)
         except UnknownVoiceError as e:
-            return json_error(400, "unknown_voice", str(e), valid_voices=e.valid)
+            raise SidecarError(400, "unknown_voice", str(e), valid_voices=e.valid) from None
         headers = {
             "X-Sample-Rate": str(options.sample_rate),
             "X-Voice": choice.voice,
@@ -124,7 +134,7 @@ class AzureTTSServer:
         if not text.strip():
             return _audio_response(b"", options.sample_rate, headers, wav=wav)
         if not self.tts.try_admit("http"):
-            return json_error(
+            raise SidecarError(
                 429, "overloaded", f"all {self.tts.max_concurrent} synthesis slots are busy; retry later",
                 headers={"Retry-After": str(self.retry_after_s)},
             )  # fmt: skip
@@ -138,7 +148,7 @@ class AzureTTSServer:
                 return await self._stream_pcm(request, session, options, frames)
         except SynthesisError as e:
             logger.warning("synthesis failed: %s", e)
-            return _error_response(e, self.retry_after_s)
+            raise _engine_error(e, self.retry_after_s) from None
         except asyncio.CancelledError:
             self.tts.metrics.cancelled.labels("http").inc()
             raise
@@ -185,29 +195,22 @@ class AzureTTSServer:
         return ws
 
 
-async def _request_model(request: web.Request, model: type[RequestT]) -> RequestT | web.Response:
-    """The JSON body validated as `model`, or the 4xx response that says what is wrong with it."""
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        return model.model_validate(body)
-    except ValidationError as e:
-        return json_error(400, "invalid_request", validation_message(e))
-
-
-async def _json_body(request: web.Request) -> Any:
+async def _request_model(request: web.Request, model: type[RequestT]) -> RequestT:
+    """The JSON body validated as `model`; a 4xx `SidecarError` says what is wrong with it."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return json_error(413, "too_large", f"request body over {MAX_BODY_BYTES} bytes")
+        raise SidecarError(413, "too_large", f"request body over {MAX_BODY_BYTES} bytes") from None
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return json_error(400, "invalid_json", f"body is not valid JSON: {e}")
+        raise SidecarError(400, "invalid_json", f"body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
-        return json_error(400, "invalid_request", "body must be a JSON object")
-    return body
+        raise SidecarError(400, "invalid_request", "body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise SidecarError(400, "invalid_request", validation_message(e)) from None
 
 
 def _headers(session: SpeechSession, options: SpeechOptions) -> dict[str, str]:
@@ -227,6 +230,6 @@ def _audio_response(pcm: bytes, sample_rate: int, headers: dict[str, str], *, wa
     return web.Response(body=pcm, content_type="audio/pcm", headers=headers)
 
 
-def _error_response(error: SynthesisError, retry_after_s: int) -> web.Response:
+def _engine_error(error: SynthesisError, retry_after_s: int) -> SidecarError:
     headers = {"Retry-After": str(retry_after_s)} if isinstance(error, EngineThrottledError) else None
-    return json_error(error.status, error.code, str(error), headers=headers, engine=error.engine)
+    return SidecarError(error.status, error.code, str(error), headers=headers, engine=error.engine)

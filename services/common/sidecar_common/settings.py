@@ -1,13 +1,25 @@
+"""The settings base of every sidecar: one object per process, from environment variables and `.env`."""
+
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LogFormat = Literal["text", "json"]
+
 
 class SidecarSettings(BaseSettings):
-    """Base for one settings object per sidecar process (env vars and `.env`)."""
+    """What the skeleton itself reads; each sidecar subclasses it with its own fields.
+
+    Request-wide settings (the optional shared key of the sidecars) belong here, so that every
+    sidecar reads them the same way.
+    """
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    log_format: LogFormat = "text"
+    """`json`: one JSON object per log line, for a log collector."""

@@ -1,63 +1,59 @@
-"""`eloquence-llm` / `python -m local_llm --host H --port P`: load and warm the model, then serve."""
+"""`eloquence-local-llm` / `python -m local_llm --host H --port P`: load and warm the model, then serve."""
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
-from sidecar_common.http import configure_logging
+from prometheus_client import CollectorRegistry
+
+from sidecar_common.app import create_app
+from sidecar_common.cli import SettingFlag, run_sidecar
 
 from .settings import LocalLLMSettings, default_model_path
 
 logger = logging.getLogger("local_llm")
 
 
-def main(argv: list[str] | None = None) -> None:
-    settings = LocalLLMSettings()
-    parser = argparse.ArgumentParser(prog="eloquence-llm", description=__doc__)
-    parser.add_argument("--host", default=settings.host)
-    parser.add_argument("--port", type=int, default=settings.port)
-    parser.add_argument("--model", default=settings.model_path, help="GGUF file (env LLM_MODEL_PATH)")
-    parser.add_argument(
-        "--threads", type=int, default=settings.threads, help="generation threads (env LLM_THREADS)"
+def main(argv: Sequence[str] | None = None) -> None:
+    run_sidecar(
+        prog="eloquence-local-llm",
+        description=__doc__,
+        settings_type=LocalLLMSettings,
+        load=load,
+        flags=[
+            SettingFlag("--model", "model_path", help="a GGUF file"),
+            SettingFlag("--threads", "threads", int, help="generation threads"),
+        ],
+        # a client that disconnects cancels its handler, which stops the generation
+        handler_cancellation=True,
+        argv=argv,
     )
-    parser.add_argument("--log-level", default=settings.log_level)
-    args = parser.parse_args(argv)
-    settings = settings.model_copy(
-        update={"host": args.host, "port": args.port, "model_path": args.model, "threads": args.threads}
-    )
-    configure_logging(args.log_level)
 
+
+def load(settings: LocalLLMSettings) -> web.Application:
+    """Load and warm up the model, then build the app around it."""
     from .model import GGUFChatModel
-    from .server import LocalLLMServer
+    from .server import LocalLLMAPI
 
-    try:
-        path = Path(settings.model_path) if settings.model_path else default_model_path()
-        model = GGUFChatModel(
-            model_path=path,
-            name=settings.model_name or path.name.removesuffix(".gguf"),
-            chat_format=settings.chat_format,
-            threads=settings.threads,
-            batch_threads=settings.batch_threads,
-            context_size=settings.context_size,
-            prompt_cache_mb=settings.prompt_cache_mb,
-        )
-    except (OSError, ValueError) as e:
-        logger.error("cannot load the model: %s", e)
-        sys.exit(2)
+    path = Path(settings.model_path) if settings.model_path else default_model_path()
+    model = GGUFChatModel(
+        model_path=path,
+        name=settings.model_name or path.name.removesuffix(".gguf"),
+        chat_format=settings.chat_format,
+        threads=settings.threads,
+        batch_threads=settings.batch_threads,
+        context_size=settings.context_size,
+        prompt_cache_mb=settings.prompt_cache_mb,
+    )
     logger.info("loaded %s (%d threads, context %d)", path, settings.threads, settings.context_size)
     if settings.warmup:
         logger.info("warmed up in %.2f s", model.warm_up())
-
-    app = LocalLLMServer(model=model, settings=settings).build_app()
-    logger.info(
-        "Ready on http://%s:%d (max %d concurrent)", settings.host, settings.port, settings.max_concurrent
-    )
-    # handler_cancellation: a client that disconnects cancels its handler, which stops generation.
-    web.run_app(app, host=settings.host, port=settings.port, print=None, handler_cancellation=True)
+    logger.info("max %d concurrent requests", settings.max_concurrent)
+    api = LocalLLMAPI(model=model, settings=settings, registry=CollectorRegistry())
+    return create_app(api, settings=settings)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from typing import Any
 # Mistral's documented guardrail prompt, prepended when a request sets `safe_prompt`.
 SAFE_PROMPT = (
     "Always assist with care, respect, and truth. Respond with utmost utility yet securely. "
-    "Avoid harmful, unethical, prejudiced, or negative content. Ensure replies promote fairness and positivity."
+    "Avoid harmful, unethical, prejudiced, or negative content. "
+    "Ensure replies promote fairness and positivity."
 )
 
 _ROLES = {"system", "developer", "user", "assistant", "tool"}

@@ -1,4 +1,4 @@
-"""aiohttp server: POST /v1/chat/completions (SSE or JSON), GET /v1/models, /health, /metrics.
+"""The local-llm handlers: POST /v1/chat/completions (SSE or JSON) and GET /v1/models, on the skeleton.
 
 Admission control: at most `max_concurrent` requests are admitted (one generates, the others wait
 for the model); one more gets 429 with Retry-After, and a request that waits longer than
@@ -18,7 +18,9 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from sidecar_common.http import HTTPMetrics, add_health_and_metrics, json_error
+
+from sidecar_common.app import SidecarAPI
+from sidecar_common.http import SidecarError
 
 from .chat_request import ChatRequest, InvalidRequestError, parse_chat_request
 from .model import ContextLengthError, Finished, GGUFChatModel, ModelBusyError, TokenDelta
@@ -55,25 +57,29 @@ class _ServiceMetrics:
         )
 
 
-class LocalLLMServer:
-    def __init__(self, *, model: GGUFChatModel, settings: LocalLLMSettings) -> None:
+class LocalLLMAPI(SidecarAPI):
+    """The handlers around one loaded and warmed model."""
+
+    metrics_prefix = "local_llm"
+    max_body_bytes = 4 << 20
+
+    def __init__(
+        self, *, model: GGUFChatModel, settings: LocalLLMSettings, registry: CollectorRegistry
+    ) -> None:
+        super().__init__(registry=registry)
         self._model = model
         self._settings = settings
         self._active = 0
-        self._registry = CollectorRegistry()
-        self._metrics = _ServiceMetrics(self._registry)
+        self._metrics = _ServiceMetrics(registry)
 
-    def build_app(self) -> web.Application:
-        http_metrics = HTTPMetrics(self._registry, "local_llm")
-        app = web.Application(middlewares=[http_metrics.middleware], client_max_size=4 << 20)
-        app.router.add_post("/v1/chat/completions", self._chat_completions)
-        app.router.add_get("/v1/models", self._models)
-        add_health_and_metrics(app, registry=self._registry, health=self._health)
-        return app
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/chat/completions", self.chat_completions),
+            web.get("/v1/models", self.models),
+        ]
 
-    async def _health(self) -> tuple[bool, dict[str, Any]]:
-        # The process serves only once the model is loaded and warmed (see __main__).
-        return True, {
+    def health(self) -> dict[str, Any]:
+        return {
             "model": self._model.name,
             "model_path": str(self._model.path),
             "context_size": self._model.context_size,
@@ -82,7 +88,7 @@ class LocalLLMServer:
             "tools": False,
         }
 
-    async def _models(self, _: web.Request) -> web.Response:
+    async def models(self, _: web.Request) -> web.Response:
         return web.json_response(
             {
                 "object": "list",
@@ -100,22 +106,23 @@ class LocalLLMServer:
             }
         )
 
-    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await request.json(loads=json.loads)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return _invalid(f"the body is not valid JSON: {e}", code="invalid_json")
+            raise _invalid(f"the body is not valid JSON: {e}", code="invalid_json") from None
         try:
             chat = parse_chat_request(body, max_tokens_cap=self._settings.max_tokens)
         except InvalidRequestError as e:
-            return _invalid(str(e), code=e.code, param=e.param)
+            raise _invalid(str(e), code=e.code, param=e.param) from None
 
         if self._active >= self._settings.max_concurrent:
             self._metrics.rejected.labels("full").inc()
-            return json_error(
+            raise SidecarError(
                 429,
                 "overloaded",
-                f"the model is serving {self._active} requests (max {self._settings.max_concurrent}); retry shortly",
+                f"the model is serving {self._active} requests "
+                f"(max {self._settings.max_concurrent}); retry shortly",
                 headers={"Retry-After": "1"},
                 type="overloaded",
             )
@@ -137,14 +144,18 @@ class LocalLLMServer:
                 first = await anext(events)
             except ModelBusyError as e:
                 self._metrics.rejected.labels("queue_timeout").inc()
-                return json_error(503, "overloaded", str(e), headers={"Retry-After": "2"}, type="overloaded")
+                raise SidecarError(
+                    503, "overloaded", str(e), headers={"Retry-After": "2"}, type="overloaded"
+                ) from None
             except ContextLengthError as e:
-                return _invalid(str(e), code="context_length_exceeded")
+                raise _invalid(str(e), code="context_length_exceeded") from None
             except ValueError as e:
-                return _invalid(str(e), code="invalid_request")
+                raise _invalid(str(e), code="invalid_request") from None
             except Exception as e:
                 logger.exception("generation failed")
-                return json_error(500, "internal", f"generation failed: {e}", type="internal_error")
+                raise SidecarError(
+                    500, "internal", f"generation failed: {e}", type="internal_error"
+                ) from None
             if isinstance(first, TokenDelta):
                 self._metrics.ttft.observe(time.perf_counter() - started)
 
@@ -296,5 +307,5 @@ def _usage(finished: Finished) -> dict[str, int]:
     }
 
 
-def _invalid(message: str, *, code: str, param: str | None = None) -> web.Response:
-    return json_error(400, code, message, type="invalid_request_error", param=param)
+def _invalid(message: str, *, code: str, param: str | None = None) -> SidecarError:
+    return SidecarError(400, code, message, type="invalid_request_error", param=param)

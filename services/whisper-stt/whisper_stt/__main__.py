@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Sequence
 
 from aiohttp import web
-from sidecar_common.http import configure_logging
+from prometheus_client import CollectorRegistry
 
+from sidecar_common.app import create_app
+from sidecar_common.cli import run_sidecar
 from whisper_stt.model import WhisperTranscriber
-from whisper_stt.server import create_app
+from whisper_stt.server import WhisperSTTAPI
 from whisper_stt.settings import WhisperSTTSettings
 
 logger = logging.getLogger("whisper_stt")
 
 
-def _version() -> str:
-    try:
-        return version("eloquence")
-    except PackageNotFoundError:
-        return "unknown"
+def main(argv: Sequence[str] | None = None) -> None:
+    run_sidecar(
+        prog="eloquence-whisper-stt",
+        description=__doc__,
+        settings_type=WhisperSTTSettings,
+        load=load,
+        argv=argv,
+    )
 
 
-def main(argv: list[str] | None = None) -> None:
-    settings = WhisperSTTSettings()
-    parser = argparse.ArgumentParser(prog="eloquence-whisper-stt", description=__doc__)
-    parser.add_argument("--host", default=settings.host)
-    parser.add_argument("--port", type=int, default=settings.port)
-    parser.add_argument("--debug", action="store_true", help="log at DEBUG level")
-    parser.add_argument("--version", action="version", version=_version())
-    args = parser.parse_args(argv)
-    configure_logging("debug" if args.debug else settings.log_level)
-    if not args.debug:
+def load(settings: WhisperSTTSettings) -> web.Application:
+    """Load and warm up the model, then build the app around it."""
+    if settings.log_level.lower() != "debug":
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one INFO line per pass otherwise
-
     started = time.perf_counter()
     transcriber = WhisperTranscriber(
         model_path=settings.whisper_model,
@@ -58,9 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         settings.whisper_encoder_window,
         time.perf_counter() - started,
     )
-    app = create_app(settings, transcriber)
-    logger.info("Ready on http://%s:%d", args.host, args.port)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    api = WhisperSTTAPI(settings=settings, transcriber=transcriber, registry=CollectorRegistry())
+    return create_app(api, settings=settings)
 
 
 if __name__ == "__main__":

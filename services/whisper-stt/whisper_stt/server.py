@@ -1,17 +1,19 @@
-"""The whisper-stt aiohttp app: /health, /metrics, /v1/audio/transcriptions and /v1/stream (see API.md)."""
+"""The whisper-stt handlers, /v1/audio/transcriptions and /v1/stream (API.md), on the sidecar skeleton."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, WSCloseCode, web
 from prometheus_client import CollectorRegistry
-from sidecar_common.audio import AudioFormatError, decode_audio
-from sidecar_common.http import HTTPMetrics, add_health_and_metrics, json_error
 
+from sidecar_common.app import SidecarAPI
+from sidecar_common.audio import AudioFormatError, decode_audio
+from sidecar_common.http import SidecarError
 from whisper_stt.metrics import WhisperMetrics
 from whisper_stt.model import DEFAULT_TEMPERATURES, SAMPLE_RATE, UnsupportedLanguageError, WhisperTranscriber
 from whisper_stt.noise_filter import NoiseFilter
@@ -25,17 +27,157 @@ logger = logging.getLogger("whisper_stt.server")
 RESPONSE_FORMATS = ("json", "text", "verbose_json")
 _FORM_FIELD_LIMIT = 64 * 1024  # bytes of any form field other than `file`
 
-SETTINGS = web.AppKey("settings", WhisperSTTSettings)
-RECOGNIZER = web.AppKey("recognizer", SpeechRecognizer)
-METRICS = web.AppKey("metrics", WhisperMetrics)
-STREAMS = web.AppKey("streams", set[StreamSession])
 
+class WhisperSTTAPI(SidecarAPI):
+    """The handlers around one loaded model; its queue starts with the server (it needs the loop)."""
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
+    metrics_prefix = "whisper_stt"
+    # multipart is read part by part with its own limits; this only bounds other bodies.
+    max_body_bytes = _FORM_FIELD_LIMIT
+
+    def __init__(
+        self, *, settings: WhisperSTTSettings, transcriber: WhisperTranscriber, registry: CollectorRegistry
+    ) -> None:
+        super().__init__(registry=registry)
+        self.settings = settings
+        self.transcriber = transcriber
+        self.metrics = WhisperMetrics(registry)
+        self.streams: set[StreamSession] = set()
+        self._recognizer: SpeechRecognizer | None = None
+
+    @property
+    def recognizer(self) -> SpeechRecognizer:
+        if self._recognizer is None:
+            raise RuntimeError("the transcription queue starts with the server")
+        return self._recognizer
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/audio/transcriptions", self.transcriptions), web.get("/v1/stream", self.stream)]
+
+    def health(self) -> dict[str, Any]:
+        queue = self.recognizer.queue
+        return {
+            "model": self.transcriber.model_path,
+            "language": self.transcriber.default_language,
+            "queue_depth": queue.depth,
+            "running": queue.running,
+            "active_streams": len(self.streams),
+            "encoder_window": self.transcriber.encoder_window,
+            # For leak checks: both return to their idle values once every client is gone.
+            "open_tasks": len(asyncio.all_tasks()),
+            "threads": threading.active_count(),
+        }
+
+    async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        settings = self.settings
+        queue = TranscriptionQueue(
+            max_pending=settings.whisper_queue_size,
+            workers=settings.whisper_workers,
+            retry_after_s=settings.whisper_retry_after_s,
+            metrics=self.metrics,
+        )
+        noise_filter = NoiseFilter(
+            no_speech_threshold=settings.whisper_no_speech_threshold,
+            logprob_threshold=settings.whisper_logprob_threshold,
+            compression_ratio_threshold=settings.whisper_compression_ratio_threshold,
+            repetition_max=settings.whisper_repetition_max,
+            hallucination_max_speech_s=settings.whisper_hallucination_max_speech_s,
+            vad_aggressiveness=settings.whisper_vad_aggressiveness,
+        )
+        self._recognizer = SpeechRecognizer(
+            transcriber=self.transcriber, noise_filter=noise_filter, queue=queue, metrics=self.metrics
+        )
+        yield
+        await queue.aclose()
+
+    async def shutdown(self) -> None:
+        for session in list(self.streams):
+            await session.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    async def transcriptions(self, request: web.Request) -> web.StreamResponse:
+        form = await _read_transcription_form(request, self.settings.whisper_max_upload_bytes)
+        response_format = form.get("response_format") or "json"
+        if response_format not in RESPONSE_FORMATS:
+            raise SidecarError(
+                400, "invalid_request", f"response_format must be one of {', '.join(RESPONSE_FORMATS)}"
+            )
+        temperatures = _parse_temperatures(form.get("temperature"))
+        try:
+            language = self.recognizer.transcriber.check_language(form.get("language"))
+            # Decoding and resampling a long upload is CPU work: keep it off the event loop.
+            audio = await asyncio.to_thread(decode_audio, form["file"], target_rate=SAMPLE_RATE)
+            if len(audio) < MIN_AUDIO_S * SAMPLE_RATE:
+                raise SidecarError(
+                    400, "audio_too_short", f"audio is shorter than {MIN_AUDIO_S * 1000:.0f} ms"
+                )
+            transcript = await self.recognizer.transcribe(
+                audio,
+                priority=Priority.FINAL,
+                language=language,
+                prompt=form.get("prompt"),
+                temperatures=temperatures,
+            )
+        except AudioFormatError as e:
+            raise SidecarError(400, "invalid_audio", str(e)) from None
+        except UnsupportedLanguageError as e:
+            raise SidecarError(400, "unsupported_language", str(e), supported=e.supported) from None
+        except Overloaded as e:
+            raise SidecarError(
+                429, "overloaded", str(e), headers={"Retry-After": str(e.retry_after_s)}
+            ) from None
+        if response_format == "text":
+            return web.Response(text=transcript.text, content_type="text/plain")
+        if response_format == "json":
+            return web.json_response({"text": transcript.text})
+        return web.json_response(
+            {
+                "text": transcript.text,
+                "language": transcript.language,
+                "duration": round(transcript.duration, 3),
+                "segments": [
+                    {
+                        "id": i,
+                        "start": round(s.start, 3),
+                        "end": round(s.end, 3),
+                        "text": s.text,
+                        "avg_logprob": round(s.avg_logprob, 4),
+                        "no_speech_prob": round(s.no_speech_prob, 4),
+                    }
+                    for i, s in enumerate(transcript.segments)
+                ],
+            }
+        )
+
+    async def stream(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4 * 1024 * 1024)
+        await ws.prepare(request)
+        try:
+            if len(self.streams) >= self.settings.whisper_max_streams:
+                self.metrics.rejections.labels("max_streams").inc()
+                raise StreamError(
+                    "overloaded",
+                    f"this service already serves {len(self.streams)} streams",
+                    close_code=CLOSE_TRY_AGAIN_LATER,
+                )
+            sample_rate, language = _stream_parameters(request, self.recognizer)
+        except StreamError as e:
+            await reject_stream(ws, e)
+            return ws
+        session = StreamSession(
+            ws=ws,
+            recognizer=self.recognizer,
+            settings=self.settings,
+            sample_rate=sample_rate,
+            language=language,
+        )
+        self.streams.add(session)
+        self.metrics.active_streams.set(len(self.streams))
+        try:
+            await session.run()
+        finally:
+            self.streams.discard(session)
+            self.metrics.active_streams.set(len(self.streams))
+        return ws
 
 
 async def _read_field(part: BodyPartReader, limit: int, what: str) -> bytes:
@@ -43,15 +185,15 @@ async def _read_field(part: BodyPartReader, limit: int, what: str) -> bytes:
     while chunk := await part.read_chunk(256 * 1024):
         data.extend(chunk)
         if len(data) > limit:
-            raise _BadRequest(413, "too_large", f"{what} is over the limit of {limit} bytes")
+            raise SidecarError(413, "too_large", f"{what} is over the limit of {limit} bytes")
     return bytes(data)
 
 
 async def _read_transcription_form(request: web.Request, max_upload: int) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > max_upload + _FORM_FIELD_LIMIT:
-        raise _BadRequest(413, "too_large", f"upload is over the limit of {max_upload} bytes")
+        raise SidecarError(413, "too_large", f"upload is over the limit of {max_upload} bytes")
     if not request.content_type.startswith("multipart/"):
-        raise _BadRequest(400, "invalid_request", "send multipart/form-data with a `file` field")
+        raise SidecarError(400, "invalid_request", "send multipart/form-data with a `file` field")
     form: dict[str, Any] = {}
     try:
         reader = await request.multipart()
@@ -65,9 +207,9 @@ async def _read_transcription_form(request: web.Request, max_upload: int) -> dic
                     "utf-8", "replace"
                 )
     except (ValueError, AssertionError) as e:  # aiohttp's multipart parser on a malformed body
-        raise _BadRequest(400, "invalid_request", f"malformed multipart body: {e}") from None
+        raise SidecarError(400, "invalid_request", f"malformed multipart body: {e}") from None
     if not form.get("file"):
-        raise _BadRequest(400, "invalid_request", "the `file` field is missing or empty")
+        raise SidecarError(400, "invalid_request", "the `file` field is missing or empty")
     return form
 
 
@@ -77,69 +219,10 @@ def _parse_temperatures(value: str | None) -> tuple[float, ...]:
     try:
         temperature = float(value)
     except ValueError:
-        raise _BadRequest(400, "invalid_request", f"temperature must be a number, got {value!r}") from None
+        raise SidecarError(400, "invalid_request", f"temperature must be a number, got {value!r}") from None
     if not 0.0 <= temperature <= 1.0:
-        raise _BadRequest(400, "invalid_request", "temperature must be between 0 and 1")
+        raise SidecarError(400, "invalid_request", "temperature must be between 0 and 1")
     return (temperature,)
-
-
-async def transcriptions(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    recognizer = request.app[RECOGNIZER]
-    try:
-        form = await _read_transcription_form(request, settings.whisper_max_upload_bytes)
-        response_format = form.get("response_format") or "json"
-        if response_format not in RESPONSE_FORMATS:
-            raise _BadRequest(
-                400, "invalid_request", f"response_format must be one of {', '.join(RESPONSE_FORMATS)}"
-            )
-        temperatures = _parse_temperatures(form.get("temperature"))
-        language = recognizer.transcriber.check_language(form.get("language"))
-        try:
-            # Decoding and resampling a long upload is CPU work: keep it off the event loop.
-            audio = await asyncio.to_thread(decode_audio, form["file"], target_rate=SAMPLE_RATE)
-        except AudioFormatError as e:
-            raise _BadRequest(400, "invalid_audio", str(e)) from None
-        if len(audio) < MIN_AUDIO_S * SAMPLE_RATE:
-            raise _BadRequest(400, "audio_too_short", f"audio is shorter than {MIN_AUDIO_S * 1000:.0f} ms")
-        transcript = await recognizer.transcribe(
-            audio,
-            priority=Priority.FINAL,
-            language=language,
-            prompt=form.get("prompt"),
-            temperatures=temperatures,
-        )
-    except _BadRequest as e:
-        return json_error(e.status, e.code, str(e))
-    except UnsupportedLanguageError as e:
-        return json_error(400, "unsupported_language", str(e), supported=e.supported)
-    except Overloaded as e:
-        return json_error(429, "overloaded", str(e), headers={"Retry-After": str(e.retry_after_s)})
-    except Exception as e:
-        logger.exception("transcription failed")
-        return json_error(500, "internal", f"transcription failed: {e}")
-    if response_format == "text":
-        return web.Response(text=transcript.text, content_type="text/plain")
-    if response_format == "json":
-        return web.json_response({"text": transcript.text})
-    return web.json_response(
-        {
-            "text": transcript.text,
-            "language": transcript.language,
-            "duration": round(transcript.duration, 3),
-            "segments": [
-                {
-                    "id": i,
-                    "start": round(s.start, 3),
-                    "end": round(s.end, 3),
-                    "text": s.text,
-                    "avg_logprob": round(s.avg_logprob, 4),
-                    "no_speech_prob": round(s.no_speech_prob, 4),
-                }
-                for i, s in enumerate(transcript.segments)
-            ],
-        }
-    )
 
 
 def _stream_parameters(request: web.Request, recognizer: SpeechRecognizer) -> tuple[int, str]:
@@ -159,94 +242,3 @@ def _stream_parameters(request: web.Request, recognizer: SpeechRecognizer) -> tu
     except UnsupportedLanguageError as e:
         raise StreamError("unsupported_language", str(e), close_code=WSCloseCode.POLICY_VIOLATION) from None
     return sample_rate, language
-
-
-async def stream(request: web.Request) -> web.WebSocketResponse:
-    settings = request.app[SETTINGS]
-    recognizer = request.app[RECOGNIZER]
-    metrics = request.app[METRICS]
-    streams: set[StreamSession] = request.app[STREAMS]
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4 * 1024 * 1024)
-    await ws.prepare(request)
-    try:
-        if len(streams) >= settings.whisper_max_streams:
-            metrics.rejections.labels("max_streams").inc()
-            raise StreamError(
-                "overloaded",
-                f"this service already serves {len(streams)} streams",
-                close_code=CLOSE_TRY_AGAIN_LATER,
-            )
-        sample_rate, language = _stream_parameters(request, recognizer)
-    except StreamError as e:
-        await reject_stream(ws, e)
-        return ws
-    session = StreamSession(
-        ws=ws, recognizer=recognizer, settings=settings, sample_rate=sample_rate, language=language
-    )
-    streams.add(session)
-    metrics.active_streams.set(len(streams))
-    try:
-        await session.run()
-    finally:
-        streams.discard(session)
-        metrics.active_streams.set(len(streams))
-    return ws
-
-
-def create_app(settings: WhisperSTTSettings, transcriber: WhisperTranscriber) -> web.Application:
-    """The app around an already loaded model (the model loads before the server listens)."""
-    registry = CollectorRegistry()
-    http_metrics = HTTPMetrics(registry, "whisper_stt")
-    metrics = WhisperMetrics(registry)
-    # multipart is read part by part with its own limit; this only bounds other bodies.
-    app = web.Application(middlewares=[http_metrics.middleware], client_max_size=_FORM_FIELD_LIMIT)
-    app[SETTINGS] = settings
-    app[METRICS] = metrics
-    streams: set[StreamSession] = set()
-    app[STREAMS] = streams
-    noise_filter = NoiseFilter(
-        no_speech_threshold=settings.whisper_no_speech_threshold,
-        logprob_threshold=settings.whisper_logprob_threshold,
-        compression_ratio_threshold=settings.whisper_compression_ratio_threshold,
-        repetition_max=settings.whisper_repetition_max,
-        hallucination_max_speech_s=settings.whisper_hallucination_max_speech_s,
-        vad_aggressiveness=settings.whisper_vad_aggressiveness,
-    )
-
-    async def start_queue(app: web.Application) -> Any:
-        queue = TranscriptionQueue(
-            max_pending=settings.whisper_queue_size,
-            workers=settings.whisper_workers,
-            retry_after_s=settings.whisper_retry_after_s,
-            metrics=metrics,
-        )
-        app[RECOGNIZER] = SpeechRecognizer(
-            transcriber=transcriber, noise_filter=noise_filter, queue=queue, metrics=metrics
-        )
-        yield
-        await queue.aclose()
-
-    async def close_streams(app: web.Application) -> None:
-        for session in list(streams):
-            await session.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
-
-    async def health() -> tuple[bool, dict[str, Any]]:
-        queue = app[RECOGNIZER].queue
-        return True, {
-            "model": transcriber.model_path,
-            "language": transcriber.default_language,
-            "queue_depth": queue.depth,
-            "running": queue.running,
-            "active_streams": len(streams),
-            "encoder_window": transcriber.encoder_window,
-            # For leak checks: both return to their idle values once every client is gone.
-            "open_tasks": len(asyncio.all_tasks()),
-            "threads": threading.active_count(),
-        }
-
-    app.cleanup_ctx.append(start_queue)
-    app.on_shutdown.append(close_streams)
-    add_health_and_metrics(app, registry=registry, health=health)
-    app.router.add_post("/v1/audio/transcriptions", transcriptions)
-    app.router.add_get("/v1/stream", stream)
-    return app

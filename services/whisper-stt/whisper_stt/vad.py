@@ -8,20 +8,18 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
+from sidecar_common.pcm import float_to_pcm16
+
 SAMPLE_RATE = 16000
 FRAME_MS = 30
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
-
-
-def _pcm16(samples: np.ndarray) -> bytes:
-    return (np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
 
 
 def voiced_frames(audio: np.ndarray, *, aggressiveness: int) -> np.ndarray:
     """One bool per whole 30 ms frame of float32 16 kHz audio."""
     vad = webrtcvad.Vad(aggressiveness)
     n = len(audio) // FRAME_SAMPLES
-    pcm = _pcm16(audio[: n * FRAME_SAMPLES])
+    pcm = float_to_pcm16(audio[: n * FRAME_SAMPLES])
     step = FRAME_SAMPLES * 2
     return np.array(
         [vad.is_speech(pcm[i * step : (i + 1) * step], SAMPLE_RATE) for i in range(n)], dtype=bool
@@ -108,7 +106,7 @@ class UtteranceSegmenter:
         n = len(data) // FRAME_SAMPLES
         for i in range(n):
             frame = data[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
-            voiced = self._vad.is_speech(_pcm16(frame), SAMPLE_RATE)
+            voiced = self._vad.is_speech(float_to_pcm16(frame), SAMPLE_RATE)
             index = self._frames_seen
             self._frames_seen += 1
             if not self.in_speech:

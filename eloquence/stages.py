@@ -1,0 +1,39 @@
+"""The latency stages of one turn, named once.
+
+Each stage has one key. The bench uses it as is (`bench.json`: `stages.<key>`,
+`turns[].stages.<key>`); the client `metrics` message and the `eloquence talk` report use it
+with a unit, `<key>_ms`. The value comes from livekit-agents' per-message metrics
+(`ChatMessage.metrics[metric]`, in seconds) on the user's or the agent's message. Under
+`eloquence talk` and the bench, `e2e` is the harness's own t0 → t1 instead (eloquence/wav_io.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Stage:
+    key: str
+    metric: str
+    """The livekit-agents `ChatMessage.metrics` key (seconds)."""
+    message: Literal["user", "assistant"]
+    """Which message of the turn carries the metric."""
+    label: str
+
+    @property
+    def field(self) -> str:
+        """The name in milliseconds: client `metrics` data and `eloquence talk` timings."""
+        return f"{self.key}_ms"
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("stt_final", "transcription_delay", "user", "STT: end of speech → final"),
+    Stage("end_of_turn", "end_of_turn_delay", "user", "end of speech → turn committed"),
+    Stage("llm_ttft", "llm_node_ttft", "assistant", "LLM: time to first token"),
+    Stage("llm_first_sentence", "llm_node_ttfs", "assistant", "LLM: first sentence"),
+    Stage("tts_first_audio", "tts_node_ttfb", "assistant", "TTS: first audio"),
+    Stage("e2e", "e2e_latency", "assistant", "end of speech → first audio"),
+)
+STAGE_KEYS: tuple[str, ...] = tuple(stage.key for stage in STAGES)

@@ -1,0 +1,62 @@
+"""The benchmark: `eloquence bench [--quick] [--sessions N ...] [--soak N] [--out DIR]` runs `main`.
+
+- `speech`, `corpus`, `quality`: Piper speech and the Whisper judge, the bench corpus, WER;
+- `pacing`: real-time delivery and t0 (stdlib + numpy, also run by the pipecat peer);
+- `baselines`: each engine called directly; `runner/`: the end-to-end run; `peers/`: the PyPI
+  peers; `report`: bench.json, bench.md, bench.png; `components/`: per-component benchmarks.
+
+This module imports only the standard library at load time (the pipecat peer imports the package
+in its own venv). `eloquence bench`: latency per stage through the real stack, under concurrency, against the raw engines and
+against peers from PyPI; writes DIR/bench.json, DIR/bench.md and DIR/bench.png (the keys of
+bench.json are documented in `report.py`).
+
+- `--quick`: 2 utterances, 1 session, no peers (what the test suite runs);
+- `--sessions 1 4 10`: the concurrency levels (default 1, 4 and 10; quick: 1);
+- `--soak N`: N more turns per session at the largest level, with RSS per service after each turn.
+Peers run in full mode; ELOQUENCE_BENCH_PEERS=1 adds them to a quick run, =0 leaves them out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+
+
+def options_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .runner import BenchOptions
+
+    peers_env = os.environ.get("ELOQUENCE_BENCH_PEERS")
+    peers = getattr(args, "peers", None)
+    if peers is None:
+        peers = (peers_env == "1") if peers_env in ("0", "1") else not args.quick
+    for n in args.sessions or []:
+        if n < 1:
+            raise ValueError(f"--sessions takes positive session counts, not {n}")
+    if args.soak < 0:
+        raise ValueError("--soak takes a number of turns per session (0 for none)")
+    return BenchOptions(quick=bool(args.quick), sessions=list(args.sessions or []), soak=int(args.soak),
+                        out=Path(args.out), peers=bool(peers))
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .runner import run_bench
+
+    console = Console(stderr=True)
+    try:
+        options = options_from_args(args)
+    except ValueError as e:
+        console.print(f"[red]eloquence bench:[/] {e}")
+        return 2
+    result, paths = asyncio.run(run_bench(options, console))
+    from .report import markdown
+
+    print(markdown(result))
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if result["failures"]:
+        console.print("[red]failed phases:[/] " + "; ".join(result["failures"]))
+        return 1
+    return 0

@@ -1,0 +1,21 @@
+"""Transcript quality: WER on normalized text (lower case, no punctuation), with jiwer.
+
+The one scorer of the bench (bench.json `wer`) and of the tests that judge real speech.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, no punctuation: what WER is computed on."""
+    text = text.lower().replace("-", " ")
+    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9' ]", " ", text)).strip()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate of `hypothesis` against `reference`, rounded to 4 decimals (1.0: nothing heard)."""
+    import jiwer
+
+    return round(float(jiwer.wer(normalize_text(reference), normalize_text(hypothesis) or "<empty>")), 4)

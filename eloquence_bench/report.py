@@ -1,0 +1,350 @@
+"""bench.json (for machines), bench.md (a table), bench.png (waterfall + distributions).
+
+bench.json keys (all times in milliseconds):
+- `stages.<stage>.{n,p50_ms,p95_ms,max_ms,mean_ms}`: the stack turns (real AgentSession),
+  stage names in `STACK_STAGES` (the keys of eloquence/stages.py);
+- `turns[]`: every stack turn with `stages.<stage>` (ms from its start event), `timeline`,
+  transcript, `wer`, reply and `false_endpoint` for paused utterances;
+- `quality`: mean WER, false-endpoint count and rate (next to `stages.e2e`);
+- `sidecar_loop`: the same turn straight through the sidecars' protocols (`stages`, `turns`);
+- `baselines.raw.<stage>`: the engines called directly, with `samples_ms` (every measurement);
+  `baselines.overhead.<stage>`: ours vs raw p50, the difference in ms and the ratio;
+- `peers.<peer>`: version, `status` (`ok` | `unavailable` with `reason`), `stages`, `samples_ms`,
+  and `comparison` (ours vs theirs p50 and the ratio);
+- `concurrency.<sessions>`: `stages`, `errors`, `resources` (CPU %, RSS per service);
+  `soak`: RSS per turn per service and `memory_growth`;
+- `machine`, `models`, `settings`, `corpus`, `pacing`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eloquence.stages import STAGE_KEYS, STAGES
+
+STACK_STAGES = STAGE_KEYS
+"""The stages of a stack turn (the keys of `stages` and of `turns[].stages`), as `eloquence talk` names them."""
+STAGE_LABELS = {
+    **{stage.key: stage.label for stage in STAGES},
+    # measured by the bench alone (sidecar loop, raw engines)
+    "stt_flush_to_final": "STT: flush → final",
+    "stt_transcribe": "STT: transcribe (raw)",
+}
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return {"n": 0, "p50_ms": None, "p95_ms": None, "max_ms": None, "mean_ms": None}
+    arr = np.asarray(vals)
+    return {
+        "n": len(vals),
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p95_ms": round(float(np.percentile(arr, 95)), 2),
+        "max_ms": round(float(arr.max()), 2),
+        "mean_ms": round(float(arr.mean()), 2),
+    }
+
+
+def stage_stats(turns: list[dict[str, Any]], stages: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    return {s: summarize([t["stages"][s] for t in turns if t.get("stages", {}).get(s) is not None]) for s in stages}
+
+
+def rounded(values: list[float]) -> list[float]:
+    """Every measurement, to 0.01 ms (bench.json `samples_ms`)."""
+    return [round(v, 2) for v in values]
+
+
+def mean(values: Iterable[float]) -> float | None:
+    vals = list(values)
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def comparison(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """Ours against a baseline, p50 to p50: the difference in ms and the ratio (ours / theirs)."""
+    a, b = ours.get("p50_ms"), theirs.get("p50_ms")
+    if a is None or b is None:
+        return {"ours_p50_ms": a, "theirs_p50_ms": b, "added_ms": None, "ratio": None}
+    return {"ours_p50_ms": a, "theirs_p50_ms": b, "added_ms": round(a - b, 2),
+            "ratio": round(a / b, 3) if b > 0 else None}
+
+
+def add_comparisons(result: dict[str, Any]) -> None:
+    """Ours against the raw engines (`baselines.overhead`) and the peers (`peers.<peer>.comparison`), p50 to p50."""
+    stages = result.get("stages", {})
+    loop = result.get("sidecar_loop", {}).get("stages", {})
+    base = result.get("baselines", {})
+    raw = base.get("raw", {})
+    sidecar_tts = base.get("tts_sidecar", {}).get("tts_first_audio", {})
+    overhead = {}
+    if raw:
+        pairs = {
+            "stt: sidecar flush→final vs transcribe()": (loop.get("stt_flush_to_final", {}), raw["stt_transcribe"]),
+            "llm ttft: provider in AgentSession vs SDK": (stages.get("llm_ttft", {}), raw["llm_ttft"]),
+            "llm first sentence: provider vs SDK": (stages.get("llm_first_sentence", {}), raw["llm_first_sentence"]),
+            "llm ttft: sidecar loop (SDK) vs SDK alone": (loop.get("llm_ttft", {}), raw["llm_ttft"]),
+            "tts first audio: provider in AgentSession vs Piper": (stages.get("tts_first_audio", {}),
+                                                                  raw["tts_first_audio"]),
+            "tts first audio: sidecar WS vs Piper": (sidecar_tts, raw["tts_first_audio"]),
+        }
+        overhead = {k: comparison(a, b) for k, (a, b) in pairs.items() if a and b}
+    if overhead:
+        base["overhead"] = overhead
+    peers = result.get("peers", {})
+    whisper = peers.get("wyoming-faster-whisper", {})
+    if whisper.get("status") == "ok":
+        theirs = whisper["stages"]
+        whisper["comparison"] = {
+            "stt_final (t0 → final)": comparison(loop.get("stt_final", {}), theirs["stt_final"]),
+            "flush → final": comparison(loop.get("stt_flush_to_final", {}), theirs["stt_flush_to_final"]),
+        }
+    piper = peers.get("wyoming-piper", {})
+    if piper.get("status") == "ok":
+        piper["comparison"] = {"tts_first_audio": comparison(sidecar_tts, piper["stages"]["tts_first_audio"])}
+    pipecat = peers.get("pipecat-ai", {})
+    if pipecat.get("status") == "ok":
+        theirs = pipecat["stages"]
+        pipecat["comparison"] = {
+            "e2e: our stack vs pipecat": comparison(stages.get("e2e", {}), theirs["e2e"]),
+            "e2e: our sidecar loop vs pipecat": comparison(loop.get("e2e", {}), theirs["e2e"]),
+            "stt_final: our stack vs pipecat": comparison(stages.get("stt_final", {}), theirs["stt_final"]),
+            "llm_ttft: our stack vs pipecat": comparison(stages.get("llm_ttft", {}), theirs["llm_ttft"]),
+        }
+
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+
+    cpu_model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu_model,
+        "cores_logical": os.cpu_count(),
+        "cores_physical": psutil.cpu_count(logical=False),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_json(result: dict[str, Any], out_dir: Path) -> Path:
+    path = out_dir / "bench.json"
+    path.write_text(json.dumps(result, indent=1, default=str))
+    return path
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{v:.0f}" if isinstance(v, (int, float)) else str(v)
+
+
+def _stage_table(title: str, stages: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [f"### {title}", "", "| stage | n | p50 ms | p95 ms | max ms |", "|---|---|---|---|---|"]
+    for name, s in stages.items():
+        lines.append(f"| {STAGE_LABELS.get(name, name)} | {s['n']} | {_fmt(s['p50_ms'])} | {_fmt(s['p95_ms'])} "
+                     f"| {_fmt(s['max_ms'])} |")
+    return lines + [""]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        "# eloquence bench",
+        "",
+        (
+            f"{result['created']} · {m['cpu_model']} · {m['cores_logical']} cores · load average at start "
+            f"{m['load_average']} · {'quick' if result['quick'] else 'full'} run"
+        ),
+        "",
+        "Models: " + ", ".join(f"{k}: {v.get('name')}" for k, v in result["models"].items()),
+        "",
+    ]
+    if result.get("stages"):
+        q = result.get("quality", {})
+        lines += _stage_table(f"Stack turns (AgentSession, {len(result.get('turns', []))} turns)", result["stages"])
+        fe = q.get("false_endpoints", {})
+        e2e_p50 = _fmt(result["stages"].get("e2e", {}).get("p50_ms"))
+        lines += [
+            (
+                f"WER mean {q.get('wer_mean')} · false endpoints {fe.get('count')}/{fe.get('n')} "
+                f"(rate {fe.get('rate')}) beside e2e p50 {e2e_p50} ms"
+            ),
+            "",
+        ]
+    elif result.get("stack_status"):
+        lines += [f"Stack turns: {result['stack_status']}", ""]
+    loop = result.get("sidecar_loop", {})
+    if loop.get("stages"):
+        lines += _stage_table("Sidecar loop (the wire protocols, no AgentSession)", loop["stages"])
+    overhead = result.get("baselines", {}).get("overhead", {})
+    if overhead:
+        lines += ["### Ours against the raw engines (p50)", "",
+                  "| hop | ours ms | raw ms | added ms | ratio |", "|---|---|---|---|---|"]
+        for name, c in overhead.items():
+            lines.append(f"| {name} | {_fmt(c['ours_p50_ms'])} | {_fmt(c['theirs_p50_ms'])} | "
+                         f"{_fmt(c['added_ms'])} | {c['ratio'] if c['ratio'] is not None else '–'} |")
+        lines.append("")
+    peers = result.get("peers", {})
+    if peers:
+        lines += ["### Peers (same models, inputs, pacing and clock)", "",
+                  "| peer | version | status | measure | ours p50 ms | theirs p50 ms | ratio ours/theirs |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, p in peers.items():
+            comps = p.get("comparison") or {}
+            if p.get("status") != "ok" or not comps:
+                lines.append(f"| {name} | {p.get('version', '–')} | {p.get('status')}: {p.get('reason', '')} | | | | |")
+            for measure, c in comps.items():
+                lines.append(f"| {name} | {p.get('version', '–')} | ok | {measure} | {_fmt(c['ours_p50_ms'])} | "
+                             f"{_fmt(c['theirs_p50_ms'])} | {c['ratio'] if c['ratio'] is not None else '–'} |")
+        lines.append("")
+    conc = result.get("concurrency", {})
+    if conc:
+        lines += ["### Concurrency (sidecar loop, audio paced in real time)", "",
+                  "| sessions | turns | errors | retries LLM/TTS | STT final p50/p95 ms | e2e p50/p95 ms | system CPU % |",
+                  "|---|---|---|---|---|---|---|"]
+        for n, level in conc.items():
+            st = level["stages"]
+            lines.append(
+                f"| {n} | {level['turns']} | {level['errors']} | {level.get('llm_retries', 0)}/{level.get('tts_retries', 0)} "
+                f"| {_fmt(st['stt_final']['p50_ms'])} / "
+                f"{_fmt(st['stt_final']['p95_ms'])} | {_fmt(st['e2e']['p50_ms'])} / {_fmt(st['e2e']['p95_ms'])} | "
+                f"{level['resources'].get('system_cpu_percent_mean')} |")
+        lines += ["", "| sessions | service | CPU % mean | RSS MiB start → max |", "|---|---|---|---|"]
+        for n, level in conc.items():
+            for svc, u in level["resources"]["services"].items():
+                if u.get("samples"):
+                    lines.append(f"| {n} | {svc} | {u['cpu_percent_mean']} | {u['rss_mb_start']} → {u['rss_mb_max']} |")
+        lines.append("")
+    soak = result.get("soak")
+    if soak:
+        lines += [f"### Soak ({soak['turns_per_session']} turns × {soak['sessions']} sessions)", "",
+                  "| service | RSS after warm-up MiB | RSS end MiB | slope MiB/100 turns | grows |", "|---|---|---|---|---|"]
+        for svc, g in soak["memory_growth"].items():
+            lines.append(f"| {svc} | {g.get('rss_mb_after_warmup')} | {g.get('rss_mb_end')} | "
+                         f"{g.get('slope_mb_per_100_turns')} | {g.get('grows')} |")
+        lines.append("")
+    if result.get("notes"):
+        lines += ["### Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def write_markdown(result: dict[str, Any], out_dir: Path) -> Path:
+    path = out_dir / "bench.md"
+    path.write_text(markdown(result))
+    return path
+
+
+# --------------------------------------------------------------------------- chart
+
+_COLORS = {"stt": "#4c72b0", "llm": "#dd8452", "tts": "#55a868", "e2e": "#c44e52"}
+
+
+def _waterfall(ax: Any, turns: list[dict[str, Any]], title: str) -> None:
+    """One row per turn: STT (t0 → final), LLM (→ first sentence, tick at first token), TTS (→ first audio)."""
+    rows = [t for t in turns if t.get("timeline")]
+    for i, turn in enumerate(rows):
+        tl = turn["timeline"]
+        for key, color in (("stt", _COLORS["stt"]), ("llm", _COLORS["llm"]), ("tts", _COLORS["tts"])):
+            if key in tl and tl[key][1] is not None and tl[key][0] is not None:
+                start, end = tl[key]
+                ax.barh(i, max(end - start, 1.0), left=start, color=color, height=0.6)
+        if tl.get("llm_ttft") is not None:
+            ax.plot([tl["llm_ttft"]] * 2, [i - 0.3, i + 0.3], color="black", lw=1)
+        if turn["stages"].get("e2e") is not None:
+            ax.plot(turn["stages"]["e2e"], i, marker="|", color=_COLORS["e2e"], markersize=14, mew=2)
+    ax.set_yticks(range(len(rows)), [t["utterance_id"] for t in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms after the end of speech (t0)")
+    ax.set_title(title)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=_COLORS[k], label=k.upper()) for k in ("stt", "llm", "tts")]
+              + [Patch(color=_COLORS["e2e"], label="first audio")], fontsize=7, loc="lower right")
+
+
+def _distributions(ax: Any, series: list[tuple[str, list[float]]]) -> None:
+    series = [(label, vals) for label, vals in series if vals]
+    if not series:
+        ax.set_axis_off()
+        return
+    ax.boxplot([vals for _, vals in series], vert=False, showfliers=True)
+    for i, (_, vals) in enumerate(series, start=1):
+        jitter = np.linspace(-0.15, 0.15, len(vals)) if len(vals) > 1 else np.zeros(1)
+        ax.scatter(vals, i + jitter, s=6, alpha=0.5, color="black")
+    ax.set_yticks(range(1, len(series) + 1), [label for label, _ in series], fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("ms (log scale)")
+    ax.set_title("Latency distributions: ours, raw engines, peers")
+
+
+def _concurrency(ax: Any, conc: dict[str, Any]) -> None:
+    levels = sorted(conc, key=int)
+    for stage, color in (("stt_final", _COLORS["stt"]), ("llm_first_sentence", _COLORS["llm"]),
+                         ("tts_first_audio", _COLORS["tts"]), ("e2e", _COLORS["e2e"])):
+        p50 = [conc[n]["stages"][stage]["p50_ms"] for n in levels]
+        p95 = [conc[n]["stages"][stage]["p95_ms"] for n in levels]
+        x = [int(n) for n in levels]
+        ax.plot(x, p50, marker="o", color=color, label=f"{stage} p50")
+        ax.plot(x, p95, marker="^", ls="--", color=color, label=f"{stage} p95")
+    ax.set_xlabel("simultaneous sessions")
+    ax.set_ylabel("ms")
+    ax.set_title("Under concurrency (sidecar loop)")
+    ax.legend(fontsize=6)
+
+
+def distribution_series(result: dict[str, Any]) -> list[tuple[str, list[float]]]:
+    out: list[tuple[str, list[float]]] = []
+    for stage in STACK_STAGES:
+        vals = [t["stages"][stage] for t in result.get("turns", []) if t["stages"].get(stage) is not None]
+        out.append((f"stack {stage}", vals))
+    for stage in ("stt_final", "stt_flush_to_final", "tts_first_audio", "e2e"):
+        vals = [t["stages"][stage] for t in result.get("sidecar_loop", {}).get("turns", [])
+                if t.get("stages", {}).get(stage) is not None]
+        out.append((f"sidecars {stage}", vals))
+    for stage, raw in result.get("baselines", {}).get("raw", {}).items():
+        out.append((f"raw {stage}", raw.get("samples_ms", [])))
+    for name, peer in result.get("peers", {}).items():
+        for measure, vals in (peer.get("samples_ms") or {}).items():
+            out.append((f"{name} {measure}", vals))
+    return out
+
+
+def write_chart(result: dict[str, Any], out_dir: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conc = result.get("concurrency") or {}
+    panels = 3 if conc else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(11, 5 + 4 * panels))
+    turns = result.get("turns") or result.get("sidecar_loop", {}).get("turns", [])
+    title = "Stages per turn (stack)" if result.get("turns") else "Stages per turn (sidecar loop)"
+    _waterfall(axes[0], turns, title)
+    _distributions(axes[1], distribution_series(result))
+    if conc:
+        _concurrency(axes[2], conc)
+    m = result["machine"]
+    fig.suptitle(f"eloquence bench · {m['cpu_model']} · {m['cores_logical']} cores", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    path = out_dir / "bench.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,115 @@
+"""Per utterance through the real stack: `eloquence.talk.run_talk_turn` (a real AgentSession
+with the real providers and sidecars), one warm pipeline shared by every turn, as a worker
+keeps its connections warm between turns.
+
+t0 and t1 are the talk harness's own (eloquence/wav_io.py): the last input sample above -40 dBFS
+delivered at real-time pace, and the first reply frame above -40 dBFS at `capture_frame`. The
+stages are those of eloquence/stages.py, keyed as in bench.json.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from eloquence.stages import STAGES
+
+from ..corpus import Utterance
+from ..pacing import PacingError
+from ..quality import wer
+from ..report import mean
+
+# one 20 ms frame: a stalled event loop that then hands over a burst of frames is not real time
+PACING_TOLERANCE_MS = 20.0
+
+
+def _timeline(stages: dict[str, float | None]) -> dict[str, Any]:
+    """Stage spans in ms after t0, rebuilt from the durations (the waterfall's bars).
+
+    The LLM starts on the final transcript (preemptive generation); the TTS span ends at the
+    first audio frame.
+    """
+    stt, ttft, sentence, tts, e2e = (stages.get(k) for k in ("stt_final", "llm_ttft", "llm_first_sentence",
+                                                             "tts_first_audio", "e2e"))
+    timeline: dict[str, Any] = {}
+    if stt is not None:
+        timeline["stt"] = (0.0, stt)
+        if sentence is not None:
+            timeline["llm"] = (stt, stt + sentence)
+        if ttft is not None:
+            timeline["llm_ttft"] = stt + ttft
+    if e2e is not None and tts is not None:
+        timeline["tts"] = (max(0.0, e2e - tts), e2e)
+    return timeline
+
+
+async def run_stack_turns(
+    utterances: list[Utterance],
+    *,
+    settings: Any,
+    warmup: Utterance,
+    on_turn: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    from eloquence.agent import build_pipeline
+    from eloquence.exercises import get_exercise
+    from eloquence.talk import TalkError, run_talk_turn
+
+    pipeline = build_pipeline(settings, get_exercise("default"), language=settings.language)
+    turns: list[dict[str, Any]] = []
+    try:
+        await run_talk_turn(audio=warmup.samples, settings=settings, pipeline=pipeline)
+        for utterance in utterances:
+            started = time.perf_counter()
+            turn: dict[str, Any] = {"utterance_id": utterance.id, "kind": utterance.kind, "text": utterance.text}
+            try:
+                report = await run_talk_turn(audio=utterance.samples, settings=settings, pipeline=pipeline)
+            except TalkError as e:
+                turn.update(error=str(e), stages={}, timeline={})
+            else:
+                elapsed = time.perf_counter() - started
+                if elapsed < utterance.duration_s:
+                    raise PacingError(f"{utterance.id}: the turn took {elapsed:.2f} s for {utterance.duration_s:.2f} s "
+                                      "of audio: it was not delivered in real time")
+                if report.pacing_max_early_ms > PACING_TOLERANCE_MS:
+                    raise PacingError(f"{utterance.id}: an input frame reached the session "
+                                      f"{report.pacing_max_early_ms:.1f} ms ahead of real time")
+                stages = {stage.key: getattr(report.timings, stage.field) for stage in STAGES}
+                turn.update(
+                    stages={k: v for k, v in stages.items() if v is not None},
+                    timeline=_timeline(stages),
+                    transcript=report.transcript,
+                    wer=wer(utterance.text, report.transcript),
+                    reply=report.reply,
+                    replies=len(report.replies),
+                    false_endpoints=report.false_endpoints,
+                    # answered into the pause: reply audio before the end of the user's speech
+                    false_endpoint=report.false_endpoints > 0,
+                    split_turn=report.user_turns > 1,
+                    pacing_max_early_ms=report.pacing_max_early_ms,
+                    error=None if report.reply else "no reply",
+                )
+            turns.append(turn)
+            if on_turn is not None:
+                on_turn(turn)
+    finally:
+        await pipeline.aclose()
+    return turns
+
+
+def quality_summary(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """bench.json `quality`: mean WER, and false endpoints (replies into a pause) beside the errors."""
+    ok = [t for t in turns if not t.get("error")]
+    paused = [t for t in ok if t["kind"] == "paused"]
+    false_endpoints = sum(1 for t in paused if t.get("false_endpoint"))
+    return {
+        "wer_mean": mean(t["wer"] for t in ok if "wer" in t),
+        "false_endpoints": {
+            "n": len(paused),
+            "count": false_endpoints,
+            "rate": round(false_endpoints / len(paused), 3) if paused else None,
+            "split_turns": sum(1 for t in paused if t.get("split_turn")),
+            "on_questions": sum(1 for t in ok if t["kind"] == "question" and t.get("false_endpoint")),
+        },
+        "errors": len(turns) - len(ok),
+    }
