@@ -12,6 +12,7 @@ RUN useradd --system --uid 10001 --create-home --home-dir /home/eloquence eloque
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY eloquence/ eloquence/
+COPY eloquence_bench/ eloquence_bench/
 COPY providers/ providers/
 COPY services/ services/
 # Only the agent extra: livekit-agents, livekit-api, mistralai; no model runtime.

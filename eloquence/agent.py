@@ -12,11 +12,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from livekit.agents import Agent, AgentSession, JobContext, JobProcess, inference, llm, stt, tts, vad
+from livekit.agents import (
+    Agent,
+    AgentSession,
+    JobContext,
+    JobProcess,
+    ModelSettings,
+    inference,
+    llm,
+    stt,
+    tts,
+    vad,
+)
+from livekit.agents.types import FlushSentinel
 from livekit.agents.voice.speech_handle import SpeechHandle
 from livekit.agents.voice.turn import TurnHandlingOptions
 
@@ -30,10 +44,14 @@ from providers.endpoints import (
 )
 from providers.fallback import build_llm, build_stt, build_tts
 
+from .agent_metrics import record_rate_limited, track_session
 from .client_messages import ClientMessages
 from .exercises import Exercise
+from .keys import sidecar_key
 from .metadata import SessionMetadata, parse_metadata
 from .settings import AppSettings
+from .spoken_reply import SpokenReplyOptions, shape_for_speech
+from .turn_limits import RateLimitedNodes, UserLimits, process_rate_limits
 
 if TYPE_CHECKING:
     from livekit.agents import AgentServer
@@ -41,20 +59,47 @@ if TYPE_CHECKING:
 logger = logging.getLogger("eloquence.agent")
 
 
-class CoachAgent(Agent):
-    """One agent for every exercise: the registry entry supplies persona, greeting and tools."""
+class CoachAgent(RateLimitedNodes, Agent):
+    """One agent for every exercise: the registry entry supplies persona, greeting and tools.
 
-    def __init__(self, *, exercise: Exercise, language: str | None = None) -> None:
+    Its STT, LLM and TTS nodes count the user's units when `user_limits` is set (turn_limits.py).
+    Its replies are shaped for speech (spoken_reply.py): a short first clause synthesized on its
+    own, whole sentences, `spoken_reply.max_sentences` at most. `spoken_reply` defaults to the
+    settings' (`spoken_reply_options(AppSettings())`)."""
+
+    def __init__(
+        self,
+        *,
+        exercise: Exercise,
+        language: str | None = None,
+        spoken_reply: SpokenReplyOptions | None = None,
+    ) -> None:
         self.exercise = exercise
         self.language = exercise.resolve_language(language)
+        self.spoken_reply = spoken_reply or spoken_reply_options(AppSettings())
         super().__init__(instructions=exercise.instructions(self.language), tools=list(exercise.tools))
         self.greeting_handle: SpeechHandle | None = None
+
+    async def llm_node(
+        self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
+    ) -> AsyncIterator[llm.ChatChunk | str | FlushSentinel]:
+        user_text = next(
+            (m.text_content or "" for m in reversed(chat_ctx.messages()) if m.role == "user"), ""
+        )
+        async with contextlib.aclosing(super().llm_node(chat_ctx, tools, model_settings)) as chunks:
+            async for piece in shape_for_speech(chunks, self.spoken_reply, user_text=user_text):
+                yield piece
 
     async def on_enter(self) -> None:
         # the greeting is a fixed sentence: said, not generated, so it costs no LLM call
         self.greeting_handle = self.session.say(
             self.exercise.greeting(self.language), allow_interruptions=True
         )
+
+
+def spoken_reply_options(settings: AppSettings) -> SpokenReplyOptions:
+    """How replies are shaped for speech, from the settings (the LLM's token budget included)."""
+    return SpokenReplyOptions(max_tokens=settings.llm_max_tokens, max_sentences=settings.reply_max_sentences)
 
 
 def default_turn_handling(settings: AppSettings) -> TurnHandlingOptions:
@@ -113,7 +158,7 @@ def llm_endpoints(settings: AppSettings) -> list[MistralEndpoint]:
     local LLM service; with ELOQUENCE_LLM_LOCAL_FALLBACK, the local service after a remote one."""
     local = MistralEndpoint(
         server_url=normalize_server_url(settings.local_llm_url),
-        api_key=None,
+        api_key=sidecar_key(settings),  # the local LLM is a sidecar: the sidecars' shared key
         model=DEFAULT_LOCAL_MODEL,
         is_local=True,
     )
@@ -141,11 +186,13 @@ def build_pipeline(
     tts_urls = [settings.azure_tts_url, *filter(None, [settings.azure_tts_fallback_url])]
     endpoints = [llm_endpoint] if llm_endpoint is not None else llm_endpoints(settings)
     return Pipeline(
-        stt=build_stt(stt_urls, language=language),
+        stt=build_stt(stt_urls, language=language, api_key=sidecar_key(settings)),
         llm=build_llm(
             endpoints, max_tokens=settings.llm_max_tokens, quick_replies=exercise.quick_replies(language)
         ),
-        tts=build_tts(tts_urls, context=exercise.voice_context, language=language),
+        tts=build_tts(
+            tts_urls, context=exercise.voice_context, language=language, api_key=sidecar_key(settings)
+        ),
     )
 
 
@@ -207,13 +254,23 @@ async def entrypoint(ctx: JobContext) -> None:
     session = build_session(settings=settings, pipeline=pipeline, vad_model=ctx.proc.userdata.get("vad"))
     messages = ClientMessages(room=ctx.room)
     messages.attach(session)
+    session_ended = track_session(session)
+    agent = CoachAgent(exercise=meta.exercise, language=meta.language)
+    agent.user_limits = UserLimits.from_settings(
+        settings,
+        process_rate_limits(settings),
+        user_id=meta.user_id,
+        room=ctx.room.name,
+        on_limited=record_rate_limited,
+    )
 
     async def cleanup() -> None:
+        session_ended()
         await messages.aclose()
         await pipeline.aclose()
 
     ctx.add_shutdown_callback(cleanup)
-    await session.start(agent=CoachAgent(exercise=meta.exercise, language=meta.language), room=ctx.room)
+    await session.start(agent=agent, room=ctx.room)
 
 
 class _SessionCountLoad:
@@ -234,6 +291,8 @@ class _SessionCountLoad:
 def build_server(settings: AppSettings, *, host: str = "0.0.0.0", port: int | None = None) -> AgentServer:
     from livekit.agents import AgentServer
 
+    from .agent_metrics import multiprocess_dir
+
     server = AgentServer(
         load_threshold=settings.agent_load_threshold,
         load_fnc=_SessionCountLoad(settings.agent_max_sessions),
@@ -245,6 +304,8 @@ def build_server(settings: AppSettings, *, host: str = "0.0.0.0", port: int | No
         api_key=settings.livekit_api_key,
         api_secret=settings.livekit_api_secret,
         setup_fnc=prewarm,
+        # sessions run in job processes: their metrics meet in this directory (agent_metrics.py)
+        prometheus_multiproc_dir=multiprocess_dir(),
     )
     server.rtc_session(entrypoint, agent_name=settings.livekit_agent_name)
     return server

@@ -8,7 +8,8 @@ moves to an ephemeral loopback port; this one listens on the public port and ser
 - `/health`: the framework's own verdict (its `/` answers 503 once the LiveKit connection has
   failed for good or the inference process died), with the worker's state as JSON. A draining
   worker stays 200 (`"status": "draining"`), so that a liveness probe lets running sessions finish;
-- `/` and `/worker`: the framework's answers, passed through unchanged.
+- `/` and `/worker`: the framework's answers, passed through unchanged;
+- `/metrics`: Prometheus, every job process's samples added up (eloquence/agent_metrics.py).
 
 The port is bound before the worker starts, so a port already in use fails at once; requests are
 answered once the framework's server is up (the `worker_started` event).
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+
+from .agent_metrics import metrics_handler
 
 if TYPE_CHECKING:
     from livekit.agents import AgentServer
@@ -69,6 +72,7 @@ class AgentHealthServer:
         app.router.add_get("/health", self._health)
         app.router.add_get("/", self._passthrough)
         app.router.add_get("/worker", self._passthrough)
+        app.router.add_get("/metrics", metrics_handler)  # open, like /health (agent_metrics.py)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -103,10 +107,9 @@ class AgentHealthServer:
         status, body, content_type = await self._fetch(request.path)
         return web.Response(status=status, text=body, content_type=content_type)
 
-    async def _health(self, _: web.Request) -> web.Response:
-        (status, detail, _), (_, worker_body, _) = await asyncio.gather(
-            self._fetch("/"), self._fetch("/worker")
-        )
+    async def _health(self, _request: web.Request) -> web.Response:
+        verdict, worker_info = await asyncio.gather(self._fetch("/"), self._fetch("/worker"))
+        status, detail, worker_body = verdict[0], verdict[1], worker_info[1]
         worker: dict[str, Any] = {}
         with contextlib.suppress(ValueError):
             parsed = json.loads(worker_body)

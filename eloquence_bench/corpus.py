@@ -129,8 +129,13 @@ class Utterance:
 
 
 def synthesis_settings() -> dict[str, Any]:
-    return {"voice": VOICE_NAME, "noise_scale": 0.0, "noise_w_scale": 0.0, "sample_rate": SAMPLE_RATE,
-            "lead_in_s": LEAD_IN_S}
+    return {
+        "voice": VOICE_NAME,
+        "noise_scale": 0.0,
+        "noise_w_scale": 0.0,
+        "sample_rate": SAMPLE_RATE,
+        "lead_in_s": LEAD_IN_S,
+    }
 
 
 def _synthesize(text: str) -> np.ndarray:
@@ -147,16 +152,26 @@ def _lead_in() -> np.ndarray:
 
 
 def _question(index: int, text: str) -> Utterance:
-    return Utterance(id=f"q{index:02d}", text=text, kind="question",
-                     samples=np.concatenate([_lead_in(), _synthesize(text)]))
+    return Utterance(
+        id=f"q{index:02d}",
+        text=text,
+        kind="question",
+        samples=np.concatenate([_lead_in(), _synthesize(text)]),
+    )
 
 
 def _paused(index: int, first: str, second: str, pause_ms: int) -> Utterance:
     head, tail = _synthesize(first), _synthesize(second)
     gap = np.zeros(SAMPLE_RATE * pause_ms // 1000, np.float32)
     samples = np.concatenate([_lead_in(), head, gap, tail])
-    return Utterance(id=f"p{index:02d}", text=f"{first} {second}", kind="paused", samples=samples,
-                     pause_ms=pause_ms, pause_start_s=(LEAD_IN_S * SAMPLE_RATE + head.size) / SAMPLE_RATE)
+    return Utterance(
+        id=f"p{index:02d}",
+        text=f"{first} {second}",
+        kind="paused",
+        samples=samples,
+        pause_ms=pause_ms,
+        pause_start_s=(LEAD_IN_S * SAMPLE_RATE + head.size) / SAMPLE_RATE,
+    )
 
 
 def _cache_key() -> str:
@@ -176,8 +191,16 @@ def build_corpus(cache_root: Path | str = ".eloquence/bench") -> list[Utterance]
         for item in manifest:
             samples, rate = sf.read(cache / f"{item['id']}.wav", dtype="float32")
             assert rate == SAMPLE_RATE
-            out.append(Utterance(id=item["id"], text=item["text"], kind=item["kind"], samples=samples,
-                                 pause_ms=item.get("pause_ms", 0), pause_start_s=item.get("pause_start_s", 0.0)))
+            out.append(
+                Utterance(
+                    id=item["id"],
+                    text=item["text"],
+                    kind=item["kind"],
+                    samples=samples,
+                    pause_ms=item.get("pause_ms", 0),
+                    pause_start_s=item.get("pause_start_s", 0.0),
+                )
+            )
         return out
 
     utterances = [_question(i, t) for i, t in enumerate(QUESTIONS)]
@@ -190,7 +213,9 @@ def build_corpus(cache_root: Path | str = ".eloquence/bench") -> list[Utterance]
     return utterances
 
 
-def select(utterances: list[Utterance], *, questions: int | None = None, paused: int | None = None) -> list[Utterance]:
+def select(
+    utterances: list[Utterance], *, questions: int | None = None, paused: int | None = None
+) -> list[Utterance]:
     """The first `questions` questions and `paused` paused utterances (None: all of that kind)."""
     qs = [u for u in utterances if u.kind == "question"]
     ps = [u for u in utterances if u.kind == "paused"]

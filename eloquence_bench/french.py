@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sidecar_common.pcm import pcm16_to_float
+
 SAMPLE_RATE = 16000
 
 SENTENCES: tuple[str, ...] = (
@@ -84,7 +86,7 @@ def _speak_cached(text: str, recipe: EspeakRecipe, sample_rate: int) -> bytes:
     if wav[:4] != b"RIFF" or len(wav) < 44:
         raise EspeakMissingError(f"espeak-ng gave no WAV for {recipe.label}")
     rate = int.from_bytes(wav[24:28], "little")
-    audio = np.frombuffer(wav[44 : 44 + (len(wav) - 44) // 2 * 2], dtype="<i2").astype(np.float32) / 32768
+    audio = pcm16_to_float(wav[44 : 44 + (len(wav) - 44) // 2 * 2])
     if rate != sample_rate:
         import soxr
 
@@ -92,7 +94,9 @@ def _speak_cached(text: str, recipe: EspeakRecipe, sample_rate: int) -> bytes:
     return audio.tobytes()
 
 
-def speak_french(text: str, recipe: EspeakRecipe = RECIPES[0], *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def speak_french(
+    text: str, recipe: EspeakRecipe = RECIPES[0], *, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
     """float32 mono French speech (cached per process)."""
     return np.frombuffer(_speak_cached(text, recipe, sample_rate), dtype=np.float32).copy()
 
@@ -104,7 +108,10 @@ class FrenchUtterance:
 
 
 def corpus(
-    sentences: tuple[str, ...] = SENTENCES, recipes: tuple[EspeakRecipe, ...] = RECIPES, *, every_recipe: bool = False
+    sentences: tuple[str, ...] = SENTENCES,
+    recipes: tuple[EspeakRecipe, ...] = RECIPES,
+    *,
+    every_recipe: bool = False,
 ) -> list[FrenchUtterance]:
     """Sentence i spoken by recipe i mod len(recipes), or (`every_recipe`) by every recipe."""
     if every_recipe:

@@ -62,7 +62,9 @@ class PacedStream:
 
     async def frames(self) -> AsyncIterator[bytes]:
         n = self.frame_samples
-        padded = np.concatenate([self.samples, np.zeros(int(self.trailing_silence_s * self.sample_rate), np.float32)])
+        padded = np.concatenate(
+            [self.samples, np.zeros(int(self.trailing_silence_s * self.sample_rate), np.float32)]
+        )
         total = (padded.size + n - 1) // n
         end_frame = self.speech_end_frame
         first = first_voiced_sample(self.samples)

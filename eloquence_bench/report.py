@@ -31,7 +31,7 @@ import numpy as np
 from eloquence.stages import STAGE_KEYS, STAGES
 
 STACK_STAGES = STAGE_KEYS
-"""The stages of a stack turn (the keys of `stages` and of `turns[].stages`), as `eloquence talk` names them."""
+"""The stages of a stack turn (the keys of `stages` and `turns[].stages`), as `eloquence talk` names them."""
 STAGE_LABELS = {
     **{stage.key: stage.label for stage in STAGES},
     # measured by the bench alone (sidecar loop, raw engines)
@@ -55,7 +55,10 @@ def summarize(values: list[float]) -> dict[str, Any]:
 
 
 def stage_stats(turns: list[dict[str, Any]], stages: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    return {s: summarize([t["stages"][s] for t in turns if t.get("stages", {}).get(s) is not None]) for s in stages}
+    return {
+        s: summarize([t["stages"][s] for t in turns if t.get("stages", {}).get(s) is not None])
+        for s in stages
+    }
 
 
 def rounded(values: list[float]) -> list[float]:
@@ -73,12 +76,16 @@ def comparison(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
     a, b = ours.get("p50_ms"), theirs.get("p50_ms")
     if a is None or b is None:
         return {"ours_p50_ms": a, "theirs_p50_ms": b, "added_ms": None, "ratio": None}
-    return {"ours_p50_ms": a, "theirs_p50_ms": b, "added_ms": round(a - b, 2),
-            "ratio": round(a / b, 3) if b > 0 else None}
+    return {
+        "ours_p50_ms": a,
+        "theirs_p50_ms": b,
+        "added_ms": round(a - b, 2),
+        "ratio": round(a / b, 3) if b > 0 else None,
+    }
 
 
 def add_comparisons(result: dict[str, Any]) -> None:
-    """Ours against the raw engines (`baselines.overhead`) and the peers (`peers.<peer>.comparison`), p50 to p50."""
+    """Ours against the raw engines (`baselines.overhead`) and the peers (`peers.<peer>.comparison`), p50s."""
     stages = result.get("stages", {})
     loop = result.get("sidecar_loop", {}).get("stages", {})
     base = result.get("baselines", {})
@@ -87,12 +94,20 @@ def add_comparisons(result: dict[str, Any]) -> None:
     overhead = {}
     if raw:
         pairs = {
-            "stt: sidecar flush→final vs transcribe()": (loop.get("stt_flush_to_final", {}), raw["stt_transcribe"]),
+            "stt: sidecar flush→final vs transcribe()": (
+                loop.get("stt_flush_to_final", {}),
+                raw["stt_transcribe"],
+            ),
             "llm ttft: provider in AgentSession vs SDK": (stages.get("llm_ttft", {}), raw["llm_ttft"]),
-            "llm first sentence: provider vs SDK": (stages.get("llm_first_sentence", {}), raw["llm_first_sentence"]),
+            "llm first sentence: provider vs SDK": (
+                stages.get("llm_first_sentence", {}),
+                raw["llm_first_sentence"],
+            ),
             "llm ttft: sidecar loop (SDK) vs SDK alone": (loop.get("llm_ttft", {}), raw["llm_ttft"]),
-            "tts first audio: provider in AgentSession vs Piper": (stages.get("tts_first_audio", {}),
-                                                                  raw["tts_first_audio"]),
+            "tts first audio: provider in AgentSession vs Piper": (
+                stages.get("tts_first_audio", {}),
+                raw["tts_first_audio"],
+            ),
             "tts first audio: sidecar WS vs Piper": (sidecar_tts, raw["tts_first_audio"]),
         }
         overhead = {k: comparison(a, b) for k, (a, b) in pairs.items() if a and b}
@@ -158,8 +173,10 @@ def _fmt(v: Any) -> str:
 def _stage_table(title: str, stages: dict[str, dict[str, Any]]) -> list[str]:
     lines = [f"### {title}", "", "| stage | n | p50 ms | p95 ms | max ms |", "|---|---|---|---|---|"]
     for name, s in stages.items():
-        lines.append(f"| {STAGE_LABELS.get(name, name)} | {s['n']} | {_fmt(s['p50_ms'])} | {_fmt(s['p95_ms'])} "
-                     f"| {_fmt(s['max_ms'])} |")
+        lines.append(
+            f"| {STAGE_LABELS.get(name, name)} | {s['n']} | {_fmt(s['p50_ms'])} | {_fmt(s['p95_ms'])} "
+            f"| {_fmt(s['max_ms'])} |"
+        )
     return lines + [""]
 
 
@@ -178,7 +195,9 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     if result.get("stages"):
         q = result.get("quality", {})
-        lines += _stage_table(f"Stack turns (AgentSession, {len(result.get('turns', []))} turns)", result["stages"])
+        lines += _stage_table(
+            f"Stack turns (AgentSession, {len(result.get('turns', []))} turns)", result["stages"]
+        )
         fe = q.get("false_endpoints", {})
         e2e_p50 = _fmt(result["stages"].get("e2e", {}).get("p50_ms"))
         lines += [
@@ -195,50 +214,77 @@ def markdown(result: dict[str, Any]) -> str:
         lines += _stage_table("Sidecar loop (the wire protocols, no AgentSession)", loop["stages"])
     overhead = result.get("baselines", {}).get("overhead", {})
     if overhead:
-        lines += ["### Ours against the raw engines (p50)", "",
-                  "| hop | ours ms | raw ms | added ms | ratio |", "|---|---|---|---|---|"]
+        lines += [
+            "### Ours against the raw engines (p50)",
+            "",
+            "| hop | ours ms | raw ms | added ms | ratio |",
+            "|---|---|---|---|---|",
+        ]
         for name, c in overhead.items():
-            lines.append(f"| {name} | {_fmt(c['ours_p50_ms'])} | {_fmt(c['theirs_p50_ms'])} | "
-                         f"{_fmt(c['added_ms'])} | {c['ratio'] if c['ratio'] is not None else '–'} |")
+            lines.append(
+                f"| {name} | {_fmt(c['ours_p50_ms'])} | {_fmt(c['theirs_p50_ms'])} | "
+                f"{_fmt(c['added_ms'])} | {c['ratio'] if c['ratio'] is not None else '–'} |"
+            )
         lines.append("")
     peers = result.get("peers", {})
     if peers:
-        lines += ["### Peers (same models, inputs, pacing and clock)", "",
-                  "| peer | version | status | measure | ours p50 ms | theirs p50 ms | ratio ours/theirs |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "### Peers (same models, inputs, pacing and clock)",
+            "",
+            "| peer | version | status | measure | ours p50 ms | theirs p50 ms | ratio ours/theirs |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, p in peers.items():
             comps = p.get("comparison") or {}
             if p.get("status") != "ok" or not comps:
-                lines.append(f"| {name} | {p.get('version', '–')} | {p.get('status')}: {p.get('reason', '')} | | | | |")
+                lines.append(
+                    f"| {name} | {p.get('version', '–')} | {p.get('status')}: {p.get('reason', '')} | | | | |"
+                )
             for measure, c in comps.items():
-                lines.append(f"| {name} | {p.get('version', '–')} | ok | {measure} | {_fmt(c['ours_p50_ms'])} | "
-                             f"{_fmt(c['theirs_p50_ms'])} | {c['ratio'] if c['ratio'] is not None else '–'} |")
+                lines.append(
+                    f"| {name} | {p.get('version', '–')} | ok | {measure} | {_fmt(c['ours_p50_ms'])} | "
+                    f"{_fmt(c['theirs_p50_ms'])} | {c['ratio'] if c['ratio'] is not None else '–'} |"
+                )
         lines.append("")
     conc = result.get("concurrency", {})
     if conc:
-        lines += ["### Concurrency (sidecar loop, audio paced in real time)", "",
-                  "| sessions | turns | errors | retries LLM/TTS | STT final p50/p95 ms | e2e p50/p95 ms | system CPU % |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "### Concurrency (sidecar loop, audio paced in real time)",
+            "",
+            "| sessions | turns | errors | retries LLM/TTS | STT final p50/p95 ms | e2e p50/p95 ms "
+            "| system CPU % |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for n, level in conc.items():
             st = level["stages"]
             lines.append(
-                f"| {n} | {level['turns']} | {level['errors']} | {level.get('llm_retries', 0)}/{level.get('tts_retries', 0)} "
-                f"| {_fmt(st['stt_final']['p50_ms'])} / "
-                f"{_fmt(st['stt_final']['p95_ms'])} | {_fmt(st['e2e']['p50_ms'])} / {_fmt(st['e2e']['p95_ms'])} | "
-                f"{level['resources'].get('system_cpu_percent_mean')} |")
+                f"| {n} | {level['turns']} | {level['errors']} "
+                f"| {level.get('llm_retries', 0)}/{level.get('tts_retries', 0)} "
+                f"| {_fmt(st['stt_final']['p50_ms'])} / {_fmt(st['stt_final']['p95_ms'])} "
+                f"| {_fmt(st['e2e']['p50_ms'])} / {_fmt(st['e2e']['p95_ms'])} | "
+                f"{level['resources'].get('system_cpu_percent_mean')} |"
+            )
         lines += ["", "| sessions | service | CPU % mean | RSS MiB start → max |", "|---|---|---|---|"]
         for n, level in conc.items():
             for svc, u in level["resources"]["services"].items():
                 if u.get("samples"):
-                    lines.append(f"| {n} | {svc} | {u['cpu_percent_mean']} | {u['rss_mb_start']} → {u['rss_mb_max']} |")
+                    lines.append(
+                        f"| {n} | {svc} | {u['cpu_percent_mean']} | {u['rss_mb_start']} → {u['rss_mb_max']} |"
+                    )
         lines.append("")
     soak = result.get("soak")
     if soak:
-        lines += [f"### Soak ({soak['turns_per_session']} turns × {soak['sessions']} sessions)", "",
-                  "| service | RSS after warm-up MiB | RSS end MiB | slope MiB/100 turns | grows |", "|---|---|---|---|---|"]
+        lines += [
+            f"### Soak ({soak['turns_per_session']} turns × {soak['sessions']} sessions)",
+            "",
+            "| service | RSS after warm-up MiB | RSS end MiB | slope MiB/100 turns | grows |",
+            "|---|---|---|---|---|",
+        ]
         for svc, g in soak["memory_growth"].items():
-            lines.append(f"| {svc} | {g.get('rss_mb_after_warmup')} | {g.get('rss_mb_end')} | "
-                         f"{g.get('slope_mb_per_100_turns')} | {g.get('grows')} |")
+            lines.append(
+                f"| {svc} | {g.get('rss_mb_after_warmup')} | {g.get('rss_mb_end')} | "
+                f"{g.get('slope_mb_per_100_turns')} | {g.get('grows')} |"
+            )
         lines.append("")
     if result.get("notes"):
         lines += ["### Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
@@ -257,7 +303,7 @@ _COLORS = {"stt": "#4c72b0", "llm": "#dd8452", "tts": "#55a868", "e2e": "#c44e52
 
 
 def _waterfall(ax: Any, turns: list[dict[str, Any]], title: str) -> None:
-    """One row per turn: STT (t0 → final), LLM (→ first sentence, tick at first token), TTS (→ first audio)."""
+    """One row per turn: STT (t0 → final), LLM (→ first sentence, tick at first token), TTS (→ audio)."""
     rows = [t for t in turns if t.get("timeline")]
     for i, turn in enumerate(rows):
         tl = turn["timeline"]
@@ -275,8 +321,12 @@ def _waterfall(ax: Any, turns: list[dict[str, Any]], title: str) -> None:
     ax.set_title(title)
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color=_COLORS[k], label=k.upper()) for k in ("stt", "llm", "tts")]
-              + [Patch(color=_COLORS["e2e"], label="first audio")], fontsize=7, loc="lower right")
+    ax.legend(
+        handles=[Patch(color=_COLORS[k], label=k.upper()) for k in ("stt", "llm", "tts")]
+        + [Patch(color=_COLORS["e2e"], label="first audio")],
+        fontsize=7,
+        loc="lower right",
+    )
 
 
 def _distributions(ax: Any, series: list[tuple[str, list[float]]]) -> None:
@@ -296,8 +346,12 @@ def _distributions(ax: Any, series: list[tuple[str, list[float]]]) -> None:
 
 def _concurrency(ax: Any, conc: dict[str, Any]) -> None:
     levels = sorted(conc, key=int)
-    for stage, color in (("stt_final", _COLORS["stt"]), ("llm_first_sentence", _COLORS["llm"]),
-                         ("tts_first_audio", _COLORS["tts"]), ("e2e", _COLORS["e2e"])):
+    for stage, color in (
+        ("stt_final", _COLORS["stt"]),
+        ("llm_first_sentence", _COLORS["llm"]),
+        ("tts_first_audio", _COLORS["tts"]),
+        ("e2e", _COLORS["e2e"]),
+    ):
         p50 = [conc[n]["stages"][stage]["p50_ms"] for n in levels]
         p95 = [conc[n]["stages"][stage]["p95_ms"] for n in levels]
         x = [int(n) for n in levels]
@@ -315,8 +369,11 @@ def distribution_series(result: dict[str, Any]) -> list[tuple[str, list[float]]]
         vals = [t["stages"][stage] for t in result.get("turns", []) if t["stages"].get(stage) is not None]
         out.append((f"stack {stage}", vals))
     for stage in ("stt_final", "stt_flush_to_final", "tts_first_audio", "e2e"):
-        vals = [t["stages"][stage] for t in result.get("sidecar_loop", {}).get("turns", [])
-                if t.get("stages", {}).get(stage) is not None]
+        vals = [
+            t["stages"][stage]
+            for t in result.get("sidecar_loop", {}).get("turns", [])
+            if t.get("stages", {}).get(stage) is not None
+        ]
         out.append((f"sidecars {stage}", vals))
     for stage, raw in result.get("baselines", {}).get("raw", {}).items():
         out.append((f"raw {stage}", raw.get("samples_ms", [])))

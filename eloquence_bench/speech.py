@@ -14,6 +14,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+PIPER_NO_NOISE_ENV = {"PIPER_NOISE_SCALE": "0", "PIPER_NOISE_W_SCALE": "0"}
+"""The azure-tts settings that make its Piper voice speak as `speak` does, without noise: a test that
+scores the service's speech then scores the same audio on every run. Production keeps the noise."""
+
 
 @functools.cache
 def _voice():  # type: ignore[no-untyped-def]
@@ -47,7 +51,9 @@ def silence(seconds: float, *, sample_rate: int = 16000) -> np.ndarray:
     return np.zeros(int(seconds * sample_rate), dtype=np.float32)
 
 
-def to_wav(samples: np.ndarray, *, sample_rate: int = 16000, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+def to_wav(
+    samples: np.ndarray, *, sample_rate: int = 16000, subtype: str = "PCM_16", fmt: str = "WAV"
+) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, samples, sample_rate, subtype=subtype, format=fmt)
     return buf.getvalue()
@@ -88,7 +94,10 @@ def speak_with_pause(first: str, rest: str, pause_s: float, *, sample_rate: int 
     n = len(first.split())
     if len(words) <= n:
         raise AssertionError(f"could not align {first!r} in {[w.word for w in words]}")
-    lo, hi = int(words[n - 1].end * 16000), max(int(words[n].start * 16000), int(words[n - 1].end * 16000) + 160)
+    lo, hi = (
+        int(words[n - 1].end * 16000),
+        max(int(words[n].start * 16000), int(words[n - 1].end * 16000) + 160),
+    )
     frame = 160
     starts = range(lo, max(lo + 1, hi - frame), frame // 2)
     cut = min(starts, key=lambda i: float(np.mean(whole[i : i + frame] ** 2))) + frame // 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from typing import Any
 
 import aiohttp
@@ -18,16 +19,23 @@ KEEPALIVE_TIMEOUT_S = 120.0
 
 
 class SidecarSession:
-    """The aiohttp session one provider uses.
+    """The aiohttp session one provider uses, and the sidecar's shared key.
 
     An injected session wins; inside an agent job the job's shared session is used; anywhere
     else (tests, CLI) the provider opens its own bounded keep-alive session and closes it in
-    `aclose()`.
+    `aclose()`. The session may be shared, so the key goes on each request (`headers`), never
+    on the session.
     """
 
-    def __init__(self, session: aiohttp.ClientSession | None) -> None:
+    def __init__(self, session: aiohttp.ClientSession | None, *, api_key: str | None = None) -> None:
         self._session = session
         self._owned: aiohttp.ClientSession | None = None
+        self._api_key = resolve_sidecar_key(api_key)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """`Authorization: Bearer <SIDECAR_API_KEY>` when a key is set; nothing otherwise."""
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def get(self) -> aiohttp.ClientSession:
         if self._session is not None and not self._session.closed:
@@ -47,6 +55,11 @@ class SidecarSession:
         if self._owned is not None:
             await self._owned.close()
             self._owned = None
+
+
+def resolve_sidecar_key(api_key: str | None = None) -> str | None:
+    """An explicit key, else SIDECAR_API_KEY, else None (the sidecars are open)."""
+    return api_key or os.environ.get("SIDECAR_API_KEY") or None
 
 
 def error_body(raw: bytes | str) -> Any:

@@ -45,9 +45,11 @@ def resolve_mistral_endpoint(
 ) -> MistralEndpoint:
     """Explicit arguments first, then MISTRAL_API_KEY / MISTRAL_BASE_URL / MISTRAL_MODEL / LOCAL_LLM_URL.
 
-    With no base URL: Mistral's cloud when an API key is set, otherwise the local LLM service.
+    With no base URL: Mistral's cloud when an API key is set, otherwise the local LLM service,
+    whose key is SIDECAR_API_KEY (when set).
     """
     env = os.environ if environ is None else environ
+    explicit_key = api_key
     api_key = api_key or env.get("MISTRAL_API_KEY") or None
     base_url = base_url or env.get("MISTRAL_BASE_URL") or None
     model = model or env.get("MISTRAL_MODEL") or None
@@ -60,6 +62,9 @@ def resolve_mistral_endpoint(
     else:
         server_url = local_url
     is_local = server_url == local_url
+    if is_local:
+        # the local LLM sidecar takes the sidecars' shared key (SIDECAR_API_KEY), never the cloud key
+        api_key = explicit_key or env.get("SIDECAR_API_KEY") or None
     return MistralEndpoint(
         server_url=server_url,
         api_key=api_key,

@@ -82,6 +82,7 @@ class WhisperSTT(stt.STT):
         language: STTLanguages | str | None = None,
         http_session: aiohttp.ClientSession | None = None,
         conn_options: APIConnectOptions = STREAM_CONNECT_OPTIONS,
+        api_key: str | None = None,
     ) -> None:
         """Client of the whisper-stt sidecar.
 
@@ -92,12 +93,13 @@ class WhisperSTT(stt.STT):
                 outside a job one bounded keep-alive session of its own.
             conn_options: retry settings for streams opened with the framework's default options
                 (the agent passes those unless told otherwise); reconnects take ~100 ms.
+            api_key: the sidecar's shared key (`Authorization: Bearer`); defaults to SIDECAR_API_KEY.
         """
         super().__init__(
             capabilities=stt.STTCapabilities(streaming=True, interim_results=True, manual_flush=True)
         )
         self._opts = _STTOptions(base_url=resolve_stt_url(base_url), language=language)
-        self._http = SidecarSession(http_session)
+        self._http = SidecarSession(http_session, api_key=api_key)
         self._conn_options = conn_options
         self._streams = weakref.WeakSet[SpeechStream]()
         self._prewarm_task: asyncio.Task[None] | None = None
@@ -152,6 +154,7 @@ class WhisperSTT(stt.STT):
             async with self._http.get().post(
                 f"{self._opts.base_url}/v1/audio/transcriptions",
                 data=form,
+                headers=self._http.headers,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=conn_options.timeout, sock_read=30),
             ) as resp:
                 await raise_for_sidecar_status(resp)
@@ -308,7 +311,8 @@ class SpeechStream(stt.RecognizeStream):
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         try:
             return await asyncio.wait_for(
-                self._stt._http.get().ws_connect(self._opts.stream_url()), self._conn_options.timeout
+                self._stt._http.get().ws_connect(self._opts.stream_url(), headers=self._stt._http.headers),
+                self._conn_options.timeout,
             )
         except Exception as e:
             raise to_api_error(e) from e

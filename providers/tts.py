@@ -86,6 +86,7 @@ class AzureTTS(tts.TTS):
         language: str | None = None,
         sample_rate: TTSSampleRates | int = 24000,
         http_session: aiohttp.ClientSession | None = None,
+        api_key: str | None = None,
     ) -> None:
         """Client of the azure-tts sidecar.
 
@@ -99,6 +100,7 @@ class AzureTTS(tts.TTS):
                 framework's FallbackAdapter builds its resampler from it.
             http_session: an aiohttp session to share; by default the agent job's session, or
                 outside a job one bounded keep-alive session of its own.
+            api_key: the sidecar's shared key (`Authorization: Bearer`); defaults to SIDECAR_API_KEY.
         """
         if sample_rate not in SUPPORTED_SAMPLE_RATES:
             raise ValueError(f"sample_rate must be one of {SUPPORTED_SAMPLE_RATES}, got {sample_rate}")
@@ -114,7 +116,7 @@ class AzureTTS(tts.TTS):
             language=language,
             sample_rate=sample_rate,
         )
-        self._http = SidecarSession(http_session)
+        self._http = SidecarSession(http_session, api_key=api_key)
         self._sockets = _SocketPool(connect=self._connect_ws)
         self._streams = weakref.WeakSet[SynthesizeStream]()
 
@@ -167,7 +169,9 @@ class AzureTTS(tts.TTS):
 
     async def _connect_ws(self, timeout: float) -> aiohttp.ClientWebSocketResponse:
         try:
-            return await asyncio.wait_for(self._http.get().ws_connect(self._opts.ws_url), timeout)
+            return await asyncio.wait_for(
+                self._http.get().ws_connect(self._opts.ws_url, headers=self._http.headers), timeout
+            )
         except Exception as e:
             raise to_api_error(e) from e
 
@@ -277,6 +281,7 @@ class ChunkedStream(tts.ChunkedStream):
             async with self._tts._http.get().post(
                 f"{self._opts.base_url}/v1/synthesize",
                 json=self._opts.synthesize_json(self._input_text),
+                headers=self._tts._http.headers,
                 timeout=timeout,
             ) as resp:
                 await raise_for_sidecar_status(resp)

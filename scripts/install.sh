@@ -10,6 +10,15 @@ command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# the TLS proxy test runs docker/caddy/Caddyfile; the Kubernetes test renders with kubectl's kustomize
+command -v caddy >/dev/null 2>&1 || need+=(caddy)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if ! command -v kubectl >/dev/null 2>&1; then
+  # Debian ships kubectl as kubernetes-client; Kubernetes' own apt repository as kubectl
+  for pkg in kubectl kubernetes-client; do
+    if apt-cache show "$pkg" >/dev/null 2>&1; then need+=("$pkg"); break; fi
+  done
+fi
 if [ ${#need[@]} -gt 0 ] && [ "${ELOQUENCE_SKIP_APT:-0}" != 1 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -215,4 +215,3 @@ class ReplyTrack(MediaStreamTrack):
         frame.time_base = _TIME_BASE
         self._pts += _OUTPUT_FRAME
         return frame
-

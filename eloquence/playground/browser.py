@@ -12,9 +12,11 @@ no browser is downloaded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,8 @@ class BrowserTurn:
     reply_onsets: int
     """How many times agent audio began after silence (the greeting, the reply...)."""
     mode: str
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    """Every turn the page shows: {user, reply, metrics, e2eMs}."""
     requested_hosts: list[str] = field(default_factory=list)
     """Every host the page sent a request to (HTTP, WebSocket)."""
     errors: list[str] = field(default_factory=list)
@@ -75,14 +79,23 @@ def find_chromium() -> str | None:
 
 
 def fake_microphone_wav(
-    audio: str | Path | np.ndarray, path: Path, *, lead_s: float, tail_s: float = 3.0
+    audio: str | Path | np.ndarray,
+    path: Path,
+    *,
+    lead_s: float,
+    tail_s: float = 3.0,
+    peak_dbfs: float = -6.0,
 ) -> Path:
     """`audio` (a WAV or 16 kHz float samples) between silences, written as 16-bit PCM for Chromium.
 
     The fake microphone starts playing when the page opens it; `lead_s` of silence lets the
-    greeting end before the user speaks.
+    greeting end before the user speaks. The speech is brought to `peak_dbfs`, a level a real
+    microphone gives: a file peaking at full scale is clipped by the browser's gain control.
     """
     samples = read_wav(audio) if isinstance(audio, str | Path) else np.asarray(audio, dtype=np.float32)
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak > 0:
+        samples = samples * (10 ** (peak_dbfs / 20) / peak)
     padded = np.concatenate(
         [np.zeros(int(lead_s * _RATE), np.float32), samples, np.zeros(int(tail_s * _RATE), np.float32)]
     )
@@ -103,6 +116,115 @@ def chromium_args(fake_mic: Path) -> list[str]:
     ]
 
 
+class PlaygroundPage:
+    """The playground open in headless Chromium, its fake microphone loaded with one WAV."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.hosts: set[str] = set()
+        """Every host the page sent a request to (HTTP, WebSocket)."""
+        self.console_errors: list[str] = []
+        page.on("request", lambda r: _note_host(self.hosts, r.url))
+        page.on("websocket", lambda ws: _note_host(self.hosts, ws.url))
+        page.on("console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None)
+
+    async def start(self, *, exercise: str | None = None, language: str | None = None) -> None:
+        """Wait for the page to be ready, pick the exercise and language, press Start."""
+        start = self.page.get_by_role("button", name="Start talking")
+        await start.wait_for(state="visible", timeout=30_000)
+        await self.page.wait_for_function(
+            "() => window.eloquencePlayground && window.eloquencePlayground.config !== null"
+            " || !document.getElementById('alert').hidden",
+            timeout=30_000,
+        )
+        if exercise:
+            await self.page.select_option("#exercise", exercise)
+        if language:
+            await self.page.select_option("#language", language)
+        await start.click()
+
+    async def state(self) -> dict[str, Any]:
+        return dict(await self.page.evaluate(_READ_STATE))
+
+    async def wait_until(self, predicate: str, *, timeout_s: float, what: str) -> None:
+        """Poll `predicate` (a JS function of the page state `s`) until true; fail when the page does."""
+        check = f"() => {{ const s = window.eloquencePlayground; return !!s && !!({predicate})(s); }}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await self.page.evaluate(check):
+                return
+            if await self.page.evaluate("() => window.eloquencePlayground.phase === 'failed'"):
+                alert = await self.page.text_content("#alert-text")
+                raise BrowserTurnError(f"the page failed while waiting for {what}: {alert}")
+            await asyncio.sleep(0.25)
+        raise BrowserTurnError(f"no {what} after {timeout_s:.0f} s; the page had {await self.state()}")
+
+    async def screenshot(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    async def stop(self) -> None:
+        await self.page.get_by_role("button", name="Stop").click()
+        await self.page.wait_for_function("() => window.eloquencePlayground.phase === 'idle'", timeout=15_000)
+
+    async def report(self, *, screenshot: Path | None = None) -> BrowserTurn:
+        """The last spoken turn as the page shows it."""
+        state = await self.state()
+        spoken = [t for t in state["turns"] if t["user"]]
+        turn = spoken[-1] if spoken else {}
+        return BrowserTurn(
+            transcript=turn.get("user") or "",
+            replies=[t["reply"] for t in state["turns"] if t["reply"]],
+            reply=turn.get("reply") or "",
+            e2e_ms=turn.get("e2eMs"),
+            metrics=turn.get("metrics") or {},
+            reply_onsets=state["replyOnsets"],
+            mode=state["mode"],
+            turns=state["turns"],
+            requested_hosts=sorted(self.hosts),
+            errors=state["errors"],
+            console_errors=list(self.console_errors),
+            screenshot=str(screenshot) if screenshot is not None else None,
+        )
+
+
+@contextlib.asynccontextmanager
+async def open_playground(
+    url: str,
+    *,
+    audio: str | Path | np.ndarray,
+    work_dir: Path,
+    lead_s: float = 8.0,
+    chromium: str | None = None,
+) -> AsyncIterator[PlaygroundPage]:
+    """The page at `url` in headless Chromium, whose microphone speaks `audio` once, after
+    `lead_s` of silence counted from when the page opens the microphone."""
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        raise BrowserUnavailableError("Playwright is not installed: pip install playwright") from None
+    executable = chromium or find_chromium()
+    if executable is None:
+        raise BrowserUnavailableError("no Chromium found: apt-get install chromium (or set CHROMIUM_PATH)")
+    fake_mic = fake_microphone_wav(audio, work_dir / "fake-mic.wav", lead_s=lead_s)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=executable, headless=True, args=chromium_args(fake_mic)
+        )
+        try:
+            context = await browser.new_context(viewport={"width": 1100, "height": 900})
+            page = PlaygroundPage(await context.new_page())
+            await page.page.goto(url)
+            yield page
+        finally:
+            await browser.close()
+
+
+TURN_DONE = "(s) => s.turns.some((t) => t.user && t.reply !== null && t.metrics !== null && t.e2eMs !== null)"
+"""A spoken turn, its reply, its metrics and the browser's own latency are all on the page."""
+
+
 async def run_browser_turn(
     url: str,
     *,
@@ -116,69 +238,20 @@ async def run_browser_turn(
     chromium: str | None = None,
 ) -> BrowserTurn:
     """Open the playground at `url`, press Start, speak `audio` once, and read the turn back."""
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        raise BrowserUnavailableError("Playwright is not installed: pip install playwright") from None
-    executable = chromium or find_chromium()
-    if executable is None:
-        raise BrowserUnavailableError("no Chromium found: apt-get install chromium (or set CHROMIUM_PATH)")
+    async with open_playground(url, audio=audio, work_dir=work_dir, lead_s=lead_s, chromium=chromium) as page:
+        await page.start(exercise=exercise, language=language)
+        await page.wait_until(TURN_DONE, timeout_s=timeout_s, what="complete turn")
+        if screenshot is not None:
+            await page.screenshot(screenshot)
+        report = await page.report(screenshot=screenshot)
+        await page.stop()
+    return report
 
-    fake_mic = fake_microphone_wav(audio, work_dir / "fake-mic.wav", lead_s=lead_s)
-    hosts: set[str] = set()
-    console_errors: list[str] = []
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=executable, headless=True, args=chromium_args(fake_mic)
-        )
-        try:
-            context = await browser.new_context(viewport={"width": 1100, "height": 900})
-            page = await context.new_page()
-            page.on("request", lambda r: hosts.add(urlsplit(r.url).hostname or r.url))
-            page.on("websocket", lambda ws: hosts.add(urlsplit(ws.url).hostname or ws.url))
-            page.on(
-                "console", lambda m: console_errors.append(m.text) if m.type == "error" else None
-            )
-            await page.goto(url)
-            start = page.get_by_role("button", name="Start talking")
-            await start.wait_for(state="visible", timeout=30_000)
-            await page.wait_for_function(
-                "() => window.eloquencePlayground && window.eloquencePlayground.config !== null"
-                " || !document.getElementById('alert').hidden",
-                timeout=30_000,
-            )
-            if exercise:
-                await page.select_option("#exercise", exercise)
-            if language:
-                await page.select_option("#language", language)
-            await start.click()
-            await _wait_for_turn(page, timeout_s)
-            if screenshot is not None:
-                screenshot.parent.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(screenshot), full_page=True)
-            state = await page.evaluate(_READ_STATE)
-            await page.get_by_role("button", name="Stop").click()
-            await page.wait_for_function(
-                "() => window.eloquencePlayground.phase === 'idle'", timeout=15_000
-            )
-        finally:
-            await browser.close()
 
-    spoken = [t for t in state["turns"] if t["user"]]
-    turn = spoken[-1] if spoken else {}
-    return BrowserTurn(
-        transcript=turn.get("user") or "",
-        replies=[t["reply"] for t in state["turns"] if t["reply"]],
-        reply=turn.get("reply") or "",
-        e2e_ms=turn.get("e2eMs"),
-        metrics=turn.get("metrics") or {},
-        reply_onsets=state["replyOnsets"],
-        mode=state["mode"],
-        requested_hosts=sorted(hosts),
-        errors=state["errors"],
-        console_errors=console_errors,
-        screenshot=str(screenshot) if screenshot is not None else None,
-    )
+def _note_host(hosts: set[str], url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https", "ws", "wss"):  # data: and blob: URLs go nowhere
+        hosts.add(parts.hostname or url)
 
 
 _READ_STATE = """() => {
@@ -191,24 +264,3 @@ _READ_STATE = """() => {
     turns: s.turns.map((t) => ({user: t.user, reply: t.reply, metrics: t.metrics, e2eMs: t.e2eMs})),
   };
 }"""
-
-_TURN_DONE = """() => {
-  const s = window.eloquencePlayground;
-  if (!s) return false;
-  if (s.phase === 'failed') return 'failed';
-  return s.turns.some((t) => t.user && t.reply !== null && t.metrics !== null && t.e2eMs !== null);
-}"""
-
-
-async def _wait_for_turn(page: Any, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        done = await page.evaluate(_TURN_DONE)
-        if done == "failed":
-            alert = await page.text_content("#alert-text")
-            raise BrowserTurnError(f"the page failed: {alert}")
-        if done:
-            return
-        await asyncio.sleep(0.25)
-    state = await page.evaluate(_READ_STATE)
-    raise BrowserTurnError(f"no complete turn after {timeout_s:.0f} s; the page had {state}")

@@ -10,8 +10,10 @@ worker use, with the same providers, wired to the peer's tracks (`audio.TrackAud
     DELETE /sessions/{id}      end a session (the page's Stop button)
     GET    /health             {status, sessions, max_sessions}
 
-The API forwards `/playground/api/offer` here (eloquence/playground/web.py). This process listens
-on loopback unless started with `--expose`, which also needs ELOQUENCE_API_KEYS.
+The API forwards `/playground/api/offer` here (eloquence/playground/web.py), after authenticating
+the caller. This process listens on loopback; `--expose` lets it listen elsewhere, and then it
+authenticates every call itself, as the API does (eloquence/auth.py), and refuses to start
+without ELOQUENCE_API_KEYS or a JWT verifier.
 
 Besides the three client messages, the data channel carries one playground-only message:
 `{"type": "session_error", "message": "..."}` when the session cannot go on.
@@ -32,6 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..auth import Authenticator, AuthError
 from ..client_messages import TOPIC, ClientMessages
 from ..exercises import REGISTRY, Exercise, ExerciseRegistry, UnknownExerciseError
 from ..settings import AppSettings
@@ -146,7 +149,9 @@ class SessionHost:
     def _exercise(self, body: dict[str, Any]) -> tuple[Exercise, str]:
         name = body.get("exercise_type") or "default"
         if not isinstance(name, str):
-            raise OfferError(400, "invalid_request", "`exercise_type` must be a string", field="exercise_type")
+            raise OfferError(
+                400, "invalid_request", "`exercise_type` must be a string", field="exercise_type"
+            )
         try:
             exercise = self.registry.get(name)
         except UnknownExerciseError as e:
@@ -321,16 +326,28 @@ def _describe(ev: Any) -> str:
 # --- HTTP ---------------------------------------------------------------------------------
 
 HOST_KEY = web.AppKey("host", SessionHost)
-PLAYGROUND_SETTINGS_KEY = web.AppKey("playground_settings", PlaygroundSettings)
+AUTH_KEY = web.AppKey("auth", Authenticator)
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
 
 
+async def _authenticate(request: web.Request) -> web.Response | None:
+    """Only an exposed host checks credentials; on loopback the API in front of it did."""
+    auth = request.app.get(AUTH_KEY)
+    if auth is None:
+        return None
+    try:
+        await auth.authenticate(request)
+    except AuthError as e:
+        return _error(e.status, e.code, e.message)
+    return None
+
+
 async def _offer_handler(request: web.Request) -> web.Response:
-    if not request.app[PLAYGROUND_SETTINGS_KEY].authorized(request.headers.get("Authorization")):
-        return _error(401, "unauthorized", "send `Authorization: Bearer <key>` (ELOQUENCE_API_KEYS)")
+    if (denied := await _authenticate(request)) is not None:
+        return denied
     try:
         body = json.loads(await request.text())
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -344,8 +361,8 @@ async def _offer_handler(request: web.Request) -> web.Response:
 
 
 async def _close_handler(request: web.Request) -> web.Response:
-    if not request.app[PLAYGROUND_SETTINGS_KEY].authorized(request.headers.get("Authorization")):
-        return _error(401, "unauthorized", "send `Authorization: Bearer <key>` (ELOQUENCE_API_KEYS)")
+    if (denied := await _authenticate(request)) is not None:
+        return denied
     closed = await request.app[HOST_KEY].close(request.match_info["session_id"])
     if not closed:
         return _error(404, "not_found", "no such session (it may have ended already)")
@@ -359,10 +376,12 @@ async def _health_handler(request: web.Request) -> web.Response:
     )
 
 
-def create_host_app(host: SessionHost, settings: PlaygroundSettings | None = None) -> web.Application:
+def create_host_app(host: SessionHost, *, auth: Authenticator | None = None) -> web.Application:
+    """`auth`: check every call's credentials (an exposed host); None on loopback."""
     app = web.Application(client_max_size=MAX_SDP_CHARS + 4096)
     app[HOST_KEY] = host
-    app[PLAYGROUND_SETTINGS_KEY] = settings or PlaygroundSettings()
+    if auth is not None:
+        app[AUTH_KEY] = auth
 
     async def lifecycle(app: web.Application) -> Any:
         yield
@@ -392,17 +411,24 @@ def main(args: argparse.Namespace) -> int:
 
     settings = AppSettings()
     playground = PlaygroundSettings()
+    auth: Authenticator | None = None
     if not _is_loopback(args.host):
         if not args.expose:
             print(
                 f"eloquence playground: {args.host} is not a loopback address; pass --expose to listen "
-                "there (and set ELOQUENCE_API_KEYS)",
+                "there (it then needs ELOQUENCE_API_KEYS)",
                 file=sys.stderr,
             )
             return 2
-        if not playground.api_keys:
+        try:
+            auth = Authenticator.from_settings(settings)
+        except ValueError as e:
+            print(f"eloquence playground: {e}", file=sys.stderr)
+            return 2
+        if auth.disabled or not auth.configured:
             print(
-                "eloquence playground: --expose needs ELOQUENCE_API_KEYS: the sessions spend compute",
+                "eloquence playground: --expose needs the API's authentication (ELOQUENCE_API_KEYS or a "
+                "JWT verifier): its sessions spend compute",
                 file=sys.stderr,
             )
             return 2
@@ -412,5 +438,5 @@ def main(args: argparse.Namespace) -> int:
     host.load_models()
     port = args.port or playground.host_port
     logger.info("eloquence playground session host on http://%s:%d: ready", args.host, port)
-    web.run_app(create_host_app(host, playground), host=args.host, port=port, print=None)
+    web.run_app(create_host_app(host, auth=auth), host=args.host, port=port, print=None)
     return 0

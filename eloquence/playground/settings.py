@@ -1,8 +1,10 @@
-"""The playground's settings: where the session host is, the API keys, the transport."""
+"""The playground's settings: where the session host is, and which transport the page uses.
+
+Authentication is the API's (ELOQUENCE_API_KEYS, user JWTs, ELOQUENCE_API_AUTH: eloquence/auth.py).
+"""
 
 from __future__ import annotations
 
-import secrets
 from typing import Literal
 
 from pydantic import Field
@@ -21,20 +23,4 @@ class PlaygroundSettings(BaseSettings):
     mode: Literal["auto", "local", "livekit"] = Field("auto", validation_alias="PLAYGROUND_MODE")
     """`local`: peer-to-peer WebRTC with the session host; `livekit`: a LiveKit room with a token
     from the API; `auto`: local when the session host answers, else LiveKit."""
-    api_keys_csv: str | None = Field(None, validation_alias="ELOQUENCE_API_KEYS", repr=False)
-    """Comma-separated keys; when set, signalling needs `Authorization: Bearer <key>`."""
     offer_timeout_s: float = Field(15.0, validation_alias="PLAYGROUND_OFFER_TIMEOUT_S")
-
-    @property
-    def api_keys(self) -> tuple[str, ...]:
-        return tuple(k.strip() for k in (self.api_keys_csv or "").split(",") if k.strip())
-
-    def authorized(self, authorization: str | None) -> bool:
-        """Whether an `Authorization` header carries one of the keys (always, when none is set)."""
-        keys = self.api_keys
-        if not keys:
-            return True
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return False
-        return any(secrets.compare_digest(token.strip().encode(), key.encode()) for key in keys)

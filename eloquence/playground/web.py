@@ -7,8 +7,9 @@
     POST   /playground/api/offer             forwarded to the session host (`eloquence playground`)
     DELETE /playground/api/sessions/{id}     forwarded to the session host
 
-With ELOQUENCE_API_KEYS set, every `/playground/api/*` call needs `Authorization: Bearer <key>`;
-the page reads the key from its own URL (`/playground?token=<key>`, the URL `eloquence up`
+Every `/playground/api/*` call is authenticated as the rest of the API is (eloquence/auth.py:
+an API key or a user JWT as `Authorization: Bearer`, or nothing with ELOQUENCE_API_AUTH=none).
+The page reads the key from its own URL (`/playground?token=<key>`, the URL `eloquence up`
 prints), as Jupyter does. The page itself holds no secret and loads without one. In LiveKit mode
 the page asks `/api/livekit/token` for a room token and joins the room with livekit-client.
 """
@@ -24,6 +25,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from ..auth import Authenticator, AuthError
 from ..exercises import DEFAULT_EXERCISE, REGISTRY, SUPPORTED_LANGUAGES
 from ..settings import AppSettings
 from .settings import PlaygroundSettings
@@ -36,31 +38,31 @@ _MAX_BODY_BYTES = 80 * 1024
 _SETTINGS_KEY = web.AppKey("playground_settings", PlaygroundSettings)
 _APP_SETTINGS_KEY = web.AppKey("playground_app_settings", AppSettings)
 _HTTP_KEY = web.AppKey("playground_http", aiohttp.ClientSession)
+_AUTH_KEY = web.AppKey("playground_auth", Authenticator)
 
 
-def playground_url(
-    api_url: str, settings: PlaygroundSettings | None = None, *, with_token: bool = True
-) -> str:
-    """The URL a person opens: `<api>/playground`, with `?token=` when the API needs a key."""
-    settings = settings or PlaygroundSettings()
+def playground_url(api_url: str, api_key: str | None = None) -> str:
+    """The URL a person opens: `<api>/playground`, with `?token=<key>` when the API needs one."""
     url = api_url.rstrip("/") + PAGE_PATH
-    if with_token and settings.api_keys:
-        url += "?token=" + quote(settings.api_keys[0], safe="")
-    return url
+    return url + "?token=" + quote(api_key, safe="") if api_key else url
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
-def _authorized(request: web.Request) -> web.Response | None:
-    if request.app[_SETTINGS_KEY].authorized(request.headers.get("Authorization")):
-        return None
-    return _error(
-        401,
-        "unauthorized",
-        "this playground needs the API key: open the URL `eloquence up` printed (it ends in ?token=...)",
-    )
+async def _authorized(request: web.Request) -> web.Response | None:
+    try:
+        await request.app[_AUTH_KEY].authenticate(request)
+    except AuthError as e:
+        if e.status != 401:
+            return _error(e.status, e.code, e.message)
+        return _error(
+            401,
+            "unauthorized",
+            "this playground needs the API key: open the URL `eloquence up` printed (it ends in ?token=…)",
+        )
+    return None
 
 
 async def _page(request: web.Request) -> web.StreamResponse:
@@ -97,7 +99,7 @@ def _mode(settings: PlaygroundSettings, status: dict[str, Any]) -> str:
 
 
 async def _config(request: web.Request) -> web.Response:
-    if (denied := _authorized(request)) is not None:
+    if (denied := await _authorized(request)) is not None:
         return denied
     settings = request.app[_SETTINGS_KEY]
     status = await _status(request)
@@ -124,12 +126,10 @@ def _stage_labels() -> list[dict[str, str]]:
 
 
 async def _status_handler(request: web.Request) -> web.Response:
-    if (denied := _authorized(request)) is not None:
+    if (denied := await _authorized(request)) is not None:
         return denied
     status = await _status(request)
-    return web.json_response(
-        {"mode": _mode(request.app[_SETTINGS_KEY], status), "services": status}
-    )
+    return web.json_response({"mode": _mode(request.app[_SETTINGS_KEY], status), "services": status})
 
 
 async def _forward(request: web.Request, method: str, path: str, body: bytes | None) -> web.Response:
@@ -164,7 +164,7 @@ async def _forward(request: web.Request, method: str, path: str, body: bytes | N
 
 
 async def _offer(request: web.Request) -> web.Response:
-    if (denied := _authorized(request)) is not None:
+    if (denied := await _authorized(request)) is not None:
         return denied
     body = await request.content.read(_MAX_BODY_BYTES + 1)
     if len(body) > _MAX_BODY_BYTES:
@@ -178,7 +178,7 @@ async def _offer(request: web.Request) -> web.Response:
 
 
 async def _close(request: web.Request) -> web.Response:
-    if (denied := _authorized(request)) is not None:
+    if (denied := await _authorized(request)) is not None:
         return denied
     session_id = request.match_info["session_id"]
     if not session_id.isalnum() or len(session_id) > 64:
@@ -192,8 +192,10 @@ def add_playground_routes(
     playground: PlaygroundSettings | None = None,
 ) -> None:
     """Serve the playground page and its signalling on the API application `app`."""
+    settings = settings or AppSettings()
     app[_SETTINGS_KEY] = playground or PlaygroundSettings()
-    app[_APP_SETTINGS_KEY] = settings or AppSettings()
+    app[_APP_SETTINGS_KEY] = settings
+    app[_AUTH_KEY] = Authenticator.from_settings(settings)
 
     async def http_session(app: web.Application) -> Any:
         app[_HTTP_KEY] = aiohttp.ClientSession()

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 from rich.table import Table
 
+from ..keys import ensure_stack_keys
 from ..services import AGENT, ALL_SERVICES, ServiceProcess, ServiceStartError, check_health, port_in_use
 from ..settings import AppSettings
 from .launch import launch
@@ -47,6 +48,8 @@ class _LocalStack:
     targets: list[ServiceTarget]
     file: StackFile
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    keys_env: dict[str, str] = field(default_factory=dict, repr=False)
+    """ELOQUENCE_API_KEYS and SIDECAR_API_KEY for the processes (eloquence/keys.py)."""
 
     @property
     def local(self) -> list[ServiceTarget]:
@@ -138,7 +141,7 @@ def _preflight(targets: Sequence[ServiceTarget], log_dir: Path) -> list[str]:
 
 def _start_in_waves(stack: _LocalStack, console: Console) -> None:
     """The services nothing depends on first, then the API and the agent, which call them."""
-    env = client_environment(stack.targets)
+    env = {**client_environment(stack.targets), **stack.keys_env}
     for wave in (FIRST_WAVE, tuple(n for n in STACK_ORDER if n not in FIRST_WAVE)):
         batch = [t for t in stack.local if t.name in wave]
         if batch:
@@ -216,7 +219,16 @@ def up(args: argparse.Namespace) -> int:
         return 1
 
     # This process supervises while it starts the services and, without --detach, afterwards.
-    stack = _LocalStack(targets, StackFile(path, log_dir, supervisor_pid=os.getpid()))
+    keys = ensure_stack_keys(settings)
+    if keys.generated:  # on the terminal, once; never in a log
+        console.print(
+            f"API key (shown once; kept in {keys.path}, mode 0600, for `talk`, the bench and the "
+            f"playground): [bold]{keys.api_key}[/]",
+            soft_wrap=True,
+        )
+    stack = _LocalStack(
+        targets, StackFile(path, log_dir, supervisor_pid=os.getpid()), keys_env=keys.environment()
+    )
     for target in targets:
         if not target.on_loopback:
             stack.file.record(target, None)

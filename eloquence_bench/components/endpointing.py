@@ -35,7 +35,10 @@ from eloquence.talk import TalkError, run_talk_turn
 from ..speech import silence, speak, speak_with_pause
 
 SETTINGS = {
-    "transcript 0.3 s (default)": {"ELOQUENCE_TURN_DETECTOR": "transcript", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.3},
+    "transcript 0.3 s (default)": {
+        "ELOQUENCE_TURN_DETECTOR": "transcript",
+        "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.3,
+    },
     "transcript 0.5 s": {"ELOQUENCE_TURN_DETECTOR": "transcript", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.5},
     "vad 0.3 s": {"ELOQUENCE_TURN_DETECTOR": "vad", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.3},
     "eot 0.3 s": {"ELOQUENCE_TURN_DETECTOR": "eot", "ELOQUENCE_MIN_ENDPOINTING_DELAY": 0.3},
@@ -63,9 +66,7 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> dict[str, dict
         name: {"e2e": [], "false": [], "paused_turns": []} for name in configs
     }
     try:
-        await run_talk_turn(
-            audio=clean, settings=configs["eot 0.9 s"], pipeline=pipeline
-        )  # warm-up
+        await run_talk_turn(audio=clean, settings=configs["eot 0.9 s"], pipeline=pipeline)  # warm-up
         for round_ in range(args.repeats):
             pause_s = [0.4, 0.55, 0.7][round_ % 3]
             paused = speak_with_pause(*PAUSED, pause_s)

@@ -75,8 +75,13 @@ async def run(url: str, api_key: str | None, model_name: str | None, repeats: in
     )
     model = ours.model
     # The raw baseline gets its own SDK client, configured as the SDK documents it.
-    raw = RawMistral(server_url=ours.endpoint.server_url, model=model, max_tokens=max_tokens, api_key=api_key,
-                     temperature=0.2)
+    raw = RawMistral(
+        server_url=ours.endpoint.server_url,
+        model=model,
+        max_tokens=max_tokens,
+        api_key=api_key,
+        temperature=0.2,
+    )
 
     # warm both paths (connections, the server's first-call setup)
     await raw_sdk_ttft(raw, "Hello!")

@@ -18,7 +18,8 @@ is the time between the caller and the wire (STT: flush() → flush on the wire,
 wire → FINAL_TRANSCRIPT at the caller; TTS stream: stream() + push_text → text on the wire, plus first
 audio on the wire → first SynthesizedAudio; TTS http: response headers, which come with the first
 audio, → first SynthesizedAudio). Run:
-  python -m eloquence_bench.components.providers [--repeats 9] [--stt-url URL] [--tts-url URL] [--json out.json]
+  python -m eloquence_bench.components.providers [--repeats 9] [--stt-url URL] [--tts-url URL] \
+      [--json out.json]
 """
 
 from __future__ import annotations
@@ -242,21 +243,14 @@ async def run(args: argparse.Namespace, stt_url: str, tts_url: str) -> dict[str,
                 await measure(results, "STT end of speech → final", i, stt_pair)
                 # distinct texts of the same length, so that the sidecar's cache misses
                 a, b, c, d = (sentence(4 * i + k + 1) for k in range(4))
-                cold = (partial(tts_stream_plugin, azure, a, "cold"), partial(tts_stream_raw, ws_tts, b))
-                cold_http = (
-                    partial(tts_http_plugin, azure, c, "cold"),
-                    partial(tts_http_raw, http, tts_url, d),
-                )
-                await measure(results, "TTS first frame, stream (cold)", i, cold)
-                await measure(results, "TTS first frame, http (cold)", i, cold_http)
-                # cache hits: the same texts again
-                hit = (partial(tts_stream_plugin, azure, a, "cache hit"), partial(tts_stream_raw, ws_tts, b))
-                hit_http = (
-                    partial(tts_http_plugin, azure, c, "cache hit"),
-                    partial(tts_http_raw, http, tts_url, d),
-                )
-                await measure(results, "TTS first frame, stream (cache hit)", i, hit)
-                await measure(results, "TTS first frame, http (cache hit)", i, hit_http)
+                for cache in ("cold", "cache hit"):  # then the cache hits: the same texts again
+                    stream = (partial(tts_stream_plugin, azure, a, cache), partial(tts_stream_raw, ws_tts, b))
+                    over_http = (
+                        partial(tts_http_plugin, azure, c, cache),
+                        partial(tts_http_raw, http, tts_url, d),
+                    )
+                    await measure(results, f"TTS first frame, stream ({cache})", i, stream)
+                    await measure(results, f"TTS first frame, http ({cache})", i, over_http)
         finally:
             await ws_tts.close()
             await whisper.aclose()

@@ -1,4 +1,4 @@
-"""whisper-stt latency: end of the audio sent to the `final`, and the service's overhead against faster-whisper.
+"""whisper-stt latency: end of the audio sent to the `final`, and the overhead against faster-whisper.
 
 Three parts, one run:
 1. The encoder-window gate, in process: WER and time of the short ("utterance") window against the

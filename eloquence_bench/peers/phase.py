@@ -20,8 +20,16 @@ PEERS = ("wyoming-faster-whisper", "wyoming-piper", "pipecat-ai")
 
 
 async def run_peers(
-    *, questions: list[Utterance], texts: list[str], warmup: Utterance, config: EngineConfig,
-    urls: dict[str, str], work_dir: Path, log_dir: Path, endpoint_silence_ms: int, progress: Progress,
+    *,
+    questions: list[Utterance],
+    texts: list[str],
+    warmup: Utterance,
+    config: EngineConfig,
+    urls: dict[str, str],
+    work_dir: Path,
+    log_dir: Path,
+    endpoint_silence_ms: int,
+    progress: Progress,
     console: Console,
 ) -> dict[str, Any]:
     """bench.json `peers`: one entry per peer, `status` ok, or unavailable with the `reason`."""
@@ -33,8 +41,15 @@ async def run_peers(
     except PeerUnavailable as e:
         return {name: {"status": "unavailable", "reason": str(e)} for name in PEERS}
     data_dir = Path(tempfile.mkdtemp(prefix="peers-", dir=work_dir))
-    run = _PeerRun(venv=venv, data_dir=data_dir, config=config, log_dir=log_dir,
-                   endpoint_silence_ms=endpoint_silence_ms, progress=progress, console=console)
+    run = _PeerRun(
+        venv=venv,
+        data_dir=data_dir,
+        config=config,
+        log_dir=log_dir,
+        endpoint_silence_ms=endpoint_silence_ms,
+        progress=progress,
+        console=console,
+    )
     try:
         peers["wyoming-faster-whisper"] = await run.wyoming_whisper(questions, warmup)
         peers["wyoming-piper"] = await run.wyoming_piper(texts)
@@ -45,8 +60,17 @@ async def run_peers(
 
 
 class _PeerRun:
-    def __init__(self, *, venv: Any, data_dir: Path, config: EngineConfig, log_dir: Path,
-                 endpoint_silence_ms: int, progress: Progress, console: Console) -> None:
+    def __init__(
+        self,
+        *,
+        venv: Any,
+        data_dir: Path,
+        config: EngineConfig,
+        log_dir: Path,
+        endpoint_silence_ms: int,
+        progress: Progress,
+        console: Console,
+    ) -> None:
         self.venv, self.data_dir, self.config, self.log_dir = venv, data_dir, config, log_dir
         self.endpoint_silence_ms = endpoint_silence_ms
         self.progress, self.console = progress, console
@@ -58,12 +82,25 @@ class _PeerRun:
         from .wyoming import wyoming_stt_turn, wyoming_whisper_server
 
         config = self.config
-        server = wyoming_whisper_server(self.venv, port=free_port(), model_dir=config.stt_model_path,
-                                        compute_type=config.stt_compute_type, beam_size=config.stt_beam_size,
-                                        threads=config.stt_threads, data_dir=self.data_dir, log_dir=self.log_dir)
-        info: dict[str, Any] = {"version": self.venv.versions.get("wyoming-faster-whisper"),
-                                "settings": {"compute_type": config.stt_compute_type, "beam_size": config.stt_beam_size,
-                                             "cpu_threads": config.stt_threads, "endpoint": "audio-stop at the bench endpoint"}}
+        server = wyoming_whisper_server(
+            self.venv,
+            port=free_port(),
+            model_dir=config.stt_model_path,
+            compute_type=config.stt_compute_type,
+            beam_size=config.stt_beam_size,
+            threads=config.stt_threads,
+            data_dir=self.data_dir,
+            log_dir=self.log_dir,
+        )
+        info: dict[str, Any] = {
+            "version": self.venv.versions.get("wyoming-faster-whisper"),
+            "settings": {
+                "compute_type": config.stt_compute_type,
+                "beam_size": config.stt_beam_size,
+                "cpu_threads": config.stt_threads,
+                "endpoint": "audio-stop at the bench endpoint",
+            },
+        }
         try:
             server.start()
             await server.wait_ready()
@@ -72,15 +109,21 @@ class _PeerRun:
             turns = []
             for u in questions:
                 try:
-                    turn = await wyoming_stt_turn(server.port, u, endpoint_silence_ms=self.endpoint_silence_ms)
+                    turn = await wyoming_stt_turn(
+                        server.port, u, endpoint_silence_ms=self.endpoint_silence_ms
+                    )
                     turn["wer"] = wer(u.text, turn["transcript"])
                 except Exception as e:  # noqa: BLE001 - a failed turn is counted, as ours are
                     turn = {"utterance_id": u.id, "error": f"{type(e).__name__}: {e}"[:300], "stages": {}}
                 turns.append(turn)
                 self.progress.advance(task)
             ok = [t for t in turns if not t.get("error")]
-            info.update(status="ok" if ok else "failed", turns=turns, errors=len(turns) - len(ok),
-                        **peer_stats(ok, ("stt_final", "stt_flush_to_final")))
+            info.update(
+                status="ok" if ok else "failed",
+                turns=turns,
+                errors=len(turns) - len(ok),
+                **peer_stats(ok, ("stt_final", "stt_flush_to_final")),
+            )
         except Exception as e:  # noqa: BLE001 - the reason goes into bench.json; the other peers still run
             info.update(status="unavailable", reason=f"{type(e).__name__}: {e}")
         finally:
@@ -94,10 +137,18 @@ class _PeerRun:
         from .wyoming import wyoming_piper_server, wyoming_tts_first_audio
 
         voice_path = Path(self.config.tts_voice_path)
-        server = wyoming_piper_server(self.venv, port=free_port(), voice_dir=str(voice_path.parent),
-                                      voice=voice_path.stem, data_dir=self.data_dir, log_dir=self.log_dir)
-        info: dict[str, Any] = {"version": self.venv.versions.get("wyoming-piper"),
-                                "settings": {"voice": voice_path.stem, "threads": "onnxruntime default (not settable)"}}
+        server = wyoming_piper_server(
+            self.venv,
+            port=free_port(),
+            voice_dir=str(voice_path.parent),
+            voice=voice_path.stem,
+            data_dir=self.data_dir,
+            log_dir=self.log_dir,
+        )
+        info: dict[str, Any] = {
+            "version": self.venv.versions.get("wyoming-piper"),
+            "settings": {"voice": voice_path.stem, "threads": "onnxruntime default (not settable)"},
+        }
         try:
             server.start()
             await server.wait_ready()
@@ -107,8 +158,11 @@ class _PeerRun:
             for text in texts:
                 samples.append(await wyoming_tts_first_audio(server.port, text, voice_path.stem))
                 self.progress.advance(task)
-            info.update(status="ok", stages={"tts_first_audio": rep.summarize(samples)},
-                        samples_ms={"tts_first_audio": rep.rounded(samples)})
+            info.update(
+                status="ok",
+                stages={"tts_first_audio": rep.summarize(samples)},
+                samples_ms={"tts_first_audio": rep.rounded(samples)},
+            )
         except Exception as e:  # noqa: BLE001 - the reason goes into bench.json; the other peers still run
             info.update(status="unavailable", reason=f"{type(e).__name__}: {e}")
         finally:
@@ -122,23 +176,45 @@ class _PeerRun:
         config = self.config
         info: dict[str, Any] = {
             "version": self.venv.versions.get("pipecat-ai"),
-            "settings": {"vad": "Silero (pipecat default params)", "turn": "Smart Turn v3 (pipecat default)",
-                         "stt": f"WhisperSTTService, compute {config.stt_compute_type}, beam and threads default",
-                         "llm": "OpenAILLMService → our local LLM server", "tts": "PiperTTSService, same voice"},
+            "settings": {
+                "vad": "Silero (pipecat default params)",
+                "turn": "Smart Turn v3 (pipecat default)",
+                "stt": f"WhisperSTTService, compute {config.stt_compute_type}, beam and threads default",
+                "llm": "OpenAILLMService → our local LLM server",
+                "tts": "PiperTTSService, same voice",
+            },
         }
         try:
-            job = pipecat_job(config=config, llm_url=llm_url, warmup=warmup, questions=questions,
-                              wav_dir=self.data_dir / "wavs")
+            job = pipecat_job(
+                config=config,
+                llm_url=llm_url,
+                warmup=warmup,
+                questions=questions,
+                wav_dir=self.data_dir / "wavs",
+            )
             with self.console.status(f"peer: pipecat-ai pipeline, {len(questions)} turns"):
-                turns = await run_pipecat_loop(self.venv, job, self.data_dir / "pipecat", log_dir=self.log_dir,
-                                               timeout_s=120 + 60 * (len(questions) + 1))
+                turns = await run_pipecat_loop(
+                    self.venv,
+                    job,
+                    self.data_dir / "pipecat",
+                    log_dir=self.log_dir,
+                    timeout_s=120 + 60 * (len(questions) + 1),
+                )
             for t in turns:
-                t["wer"] = wer(next(u.text for u in questions if u.id == t["utterance_id"]), t.get("transcript", ""))
+                t["wer"] = wer(
+                    next(u.text for u in questions if u.id == t["utterance_id"]), t.get("transcript", "")
+                )
             ok = [t for t in turns if not t.get("error")]
-            info.update(status="ok" if ok else "unavailable", turns=turns, errors=len(turns) - len(ok),
-                        **peer_stats(ok, ("stt_final", "llm_ttft", "e2e")))
+            info.update(
+                status="ok" if ok else "unavailable",
+                turns=turns,
+                errors=len(turns) - len(ok),
+                **peer_stats(ok, ("stt_final", "llm_ttft", "e2e")),
+            )
             if not ok:
-                info["reason"] = "no turn completed: " + "; ".join(sorted({str(t.get("error")) for t in turns}))[:300]
+                info["reason"] = (
+                    "no turn completed: " + "; ".join(sorted({str(t.get("error")) for t in turns}))[:300]
+                )
         except Exception as e:  # noqa: BLE001 - the reason goes into bench.json
             info.update(status="unavailable", reason=f"{type(e).__name__}: {e}")
         return info
@@ -147,6 +223,8 @@ class _PeerRun:
 def peer_stats(turns: list[dict[str, Any]], stages: tuple[str, ...]) -> dict[str, Any]:
     return {
         "stages": rep.stage_stats(turns, stages),
-        "samples_ms": {s: rep.rounded([t["stages"][s] for t in turns if s in t.get("stages", {})]) for s in stages},
+        "samples_ms": {
+            s: rep.rounded([t["stages"][s] for t in turns if s in t.get("stages", {})]) for s in stages
+        },
         "wer_mean": rep.mean(t["wer"] for t in turns if "wer" in t),
     }

@@ -27,10 +27,15 @@ def pipecat_job(
     voice_path = Path(config.tts_voice_path)
     wav_dir.mkdir(parents=True, exist_ok=True)
     return {
-        "stt_model": config.stt_model_path, "stt_compute_type": config.stt_compute_type,
-        "llm_base_url": llm_url.rstrip("/") + "/v1", "llm_model": config.llm_model,
-        "max_tokens": config.llm_max_tokens, "voice": voice_path.stem, "voice_dir": str(voice_path.parent),
-        "system_prompt": ex.instructions("en"), "greeting": ex.greeting("en"),
+        "stt_model": config.stt_model_path,
+        "stt_compute_type": config.stt_compute_type,
+        "llm_base_url": llm_url.rstrip("/") + "/v1",
+        "llm_model": config.llm_model,
+        "max_tokens": config.llm_max_tokens,
+        "voice": voice_path.stem,
+        "voice_dir": str(voice_path.parent),
+        "system_prompt": ex.instructions("en"),
+        "greeting": ex.greeting("en"),
         "warmup": {"id": warmup.id, "wav": _write_wav(wav_dir, warmup)},
         "utterances": [{"id": u.id, "wav": _write_wav(wav_dir, u)} for u in questions],
     }
@@ -54,12 +59,23 @@ async def run_pipecat_loop(
     job_path.write_text(json.dumps(job))
     log_path = log_dir / "pipecat.log"
     # -P: not the working directory either; ours is only what peer_import_path links
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LOGURU_LEVEL": "INFO",
-           "PYTHONPATH": str(peer_import_path(work_dir / "peer-path"))}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "LOGURU_LEVEL": "INFO",
+        "PYTHONPATH": str(peer_import_path(work_dir / "peer-path")),
+    }
     with log_path.open("wb") as log:  # opening a local file does not block the loop for long
         proc = await asyncio.create_subprocess_exec(
-            str(venv.python), "-P", "-m", "eloquence_bench.peers.pipecat_pipeline", str(job_path),
-            stdout=asyncio.subprocess.PIPE, stderr=log, start_new_session=True, env=env,
+            str(venv.python),
+            "-P",
+            "-m",
+            "eloquence_bench.peers.pipecat_pipeline",
+            str(job_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+            env=env,
         )
         try:
             stdout, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
@@ -67,7 +83,9 @@ async def run_pipecat_loop(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
-            raise PeerUnavailable(f"the pipecat pipeline did not finish in {timeout_s:.0f} s; see {log_path}") from None
+            raise PeerUnavailable(
+                f"the pipecat pipeline did not finish in {timeout_s:.0f} s; see {log_path}"
+            ) from None
     turns = [json.loads(line[5:]) for line in stdout.decode().splitlines() if line.startswith("TURN ")]
     if proc.returncode != 0 and not turns:
         tail = " | ".join(log_path.read_text(errors="replace").splitlines()[-6:])

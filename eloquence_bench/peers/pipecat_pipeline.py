@@ -62,12 +62,24 @@ def _build(job: dict[str, Any], marks: dict[str, Any]) -> Any:
             await super().process_frame(frame, direction)
             now = time.perf_counter()
             if direction == FrameDirection.DOWNSTREAM:
-                if self._where == "stt" and isinstance(frame, TranscriptionFrame) and marks["transcript"] is None:
+                if (
+                    self._where == "stt"
+                    and isinstance(frame, TranscriptionFrame)
+                    and marks["transcript"] is None
+                ):
                     marks["transcript"] = now
                     marks["transcript_text"] = frame.text  # type: ignore[assignment]
-                elif self._where == "context" and isinstance(frame, LLMContextFrame) and marks["llm_start"] is None:
+                elif (
+                    self._where == "context"
+                    and isinstance(frame, LLMContextFrame)
+                    and marks["llm_start"] is None
+                ):
                     marks["llm_start"] = now
-                elif self._where == "llm" and isinstance(frame, LLMTextFrame) and marks["llm_first_token"] is None:
+                elif (
+                    self._where == "llm"
+                    and isinstance(frame, LLMTextFrame)
+                    and marks["llm_first_token"] is None
+                ):
                     marks["llm_first_token"] = now
                 elif self._where == "tts":
                     if isinstance(frame, TTSAudioRawFrame):
@@ -78,20 +90,42 @@ def _build(job: dict[str, Any], marks: dict[str, Any]) -> Any:
                         marks["llm_end"] = now
             await self.push_frame(frame, direction)
 
-    stt = WhisperSTTService(settings=WhisperSTTService.Settings(model=job["stt_model"]), device="cpu",
-                            compute_type=job.get("stt_compute_type", "default"))
+    stt = WhisperSTTService(
+        settings=WhisperSTTService.Settings(model=job["stt_model"]),
+        device="cpu",
+        compute_type=job.get("stt_compute_type", "default"),
+    )
     llm = OpenAILLMService(
         api_key="local",
         base_url=job["llm_base_url"],
-        settings=OpenAILLMService.Settings(model=job["llm_model"], system_instruction=job["system_prompt"],
-                                           temperature=0.0, max_tokens=job["max_tokens"]),
+        settings=OpenAILLMService.Settings(
+            model=job["llm_model"],
+            system_instruction=job["system_prompt"],
+            temperature=0.0,
+            max_tokens=job["max_tokens"],
+        ),
     )
-    tts = PiperTTSService(settings=PiperTTSService.Settings(voice=job["voice"]), download_dir=Path(job["voice_dir"]))
+    tts = PiperTTSService(
+        settings=PiperTTSService.Settings(voice=job["voice"]), download_dir=Path(job["voice_dir"])
+    )
     context = LLMContext()
     marks["context"] = context
-    pair = LLMContextAggregatorPair(context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer()))
-    return Pipeline([stt, Probe("stt"), pair.user(), Probe("context"), llm, Probe("llm"), tts, Probe("tts"),
-                     pair.assistant()])
+    pair = LLMContextAggregatorPair(
+        context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
+    )
+    return Pipeline(
+        [
+            stt,
+            Probe("stt"),
+            pair.user(),
+            Probe("context"),
+            llm,
+            Probe("llm"),
+            tts,
+            Probe("tts"),
+            pair.assistant(),
+        ]
+    )
 
 
 def _reply_finished(marks: dict[str, Any]) -> bool:
@@ -109,8 +143,12 @@ async def run(job: dict[str, Any]) -> None:
     marks: dict[str, Any] = {}
     pipeline = _build(job, marks)
     context = marks.pop("context")
-    task = PipelineWorker(pipeline, params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=24000),
-                          idle_timeout_secs=None, enable_rtvi=False)
+    task = PipelineWorker(
+        pipeline,
+        params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=24000),
+        idle_timeout_secs=None,
+        enable_rtvi=False,
+    )
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(task)
     runner_task = asyncio.create_task(runner.run())
@@ -123,8 +161,15 @@ async def run(job: dict[str, Any]) -> None:
         # every turn starts a fresh conversation after the greeting, as in our harness
         context.set_messages([{"role": "assistant", "content": job["greeting"]}])
         marks.clear()
-        marks.update(transcript=None, transcript_text="", llm_start=None, llm_first_token=None, first_audio=None,
-                     last_audio=None, llm_end=None)
+        marks.update(
+            transcript=None,
+            transcript_text="",
+            llm_start=None,
+            llm_first_token=None,
+            first_audio=None,
+            last_audio=None,
+            llm_end=None,
+        )
         stream = PacedStream(np.concatenate([samples, silence]), trailing_silence_s=TURN_TIMEOUT_S)
         error = None
         try:
@@ -155,8 +200,13 @@ async def run(job: dict[str, Any]) -> None:
                 if v is not None
             }
         if item is not job["warmup"]:
-            line = {"utterance_id": item["id"], "stages": stages, "transcript": marks["transcript_text"],
-                    "error": error, "pacing_lead_ms": round(stream.lead_ms(), 2)}
+            line = {
+                "utterance_id": item["id"],
+                "stages": stages,
+                "transcript": marks["transcript_text"],
+                "error": error,
+                "pacing_lead_ms": round(stream.lead_ms(), 2),
+            }
             print("TURN " + json.dumps(line), flush=True)
         await asyncio.sleep(0.5)
 

@@ -60,14 +60,23 @@ def ensure_peers_venv(root: Path, *, log: Any = print) -> PeersVenv:
     marker = root / "eloquence-pins.json"
     venv = PeersVenv(root=root)
     if not (marker.exists() and json.loads(marker.read_text()) == pins and venv.python.exists()):
-        log(f"creating the peers' virtual environment in {root} ({', '.join(pins)}); this takes a few minutes")
+        log(
+            f"creating the peers' virtual environment in {root} ({', '.join(pins)}); this takes a few minutes"
+        )
         base = getattr(sys, "_base_executable", sys.executable)
         _run([base, "-m", "venv", "--clear", str(root)], "create the peers' venv")
-        _run([str(venv.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pins],
-             "install the peers")
+        _run(
+            [str(venv.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pins],
+            "install the peers",
+        )
         marker.write_text(json.dumps(pins))
-    out = subprocess.run([str(venv.python), "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [str(venv.python), "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     installed = {p["name"].lower(): p["version"] for p in json.loads(out)}
     wanted = [*PEER_REQUIREMENTS, *_SAME_ENGINES, "wyoming"]
     venv.versions = {name: installed.get(name, "missing") for name in wanted}

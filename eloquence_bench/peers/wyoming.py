@@ -38,8 +38,14 @@ class PeerServer:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     async def wait_ready(self) -> None:
         """Until it answers a wyoming `describe` with its `info`."""
@@ -77,19 +83,58 @@ class PeerServer:
             self.process.wait(5)
 
 
-def wyoming_whisper_server(venv: PeersVenv, *, port: int, model_dir: str, compute_type: str, beam_size: int,
-                           threads: int, data_dir: Path, log_dir: Path) -> PeerServer:
-    argv = [str(venv.python), "-m", "wyoming_faster_whisper", "--uri", f"tcp://127.0.0.1:{port}",
-            "--model", model_dir, "--stt-library", "faster-whisper", "--data-dir", str(data_dir),
-            "--language", "en", "--compute-type", compute_type, "--beam-size", str(beam_size),
-            "--cpu-threads", str(threads), "--local-files-only"]
+def wyoming_whisper_server(
+    venv: PeersVenv,
+    *,
+    port: int,
+    model_dir: str,
+    compute_type: str,
+    beam_size: int,
+    threads: int,
+    data_dir: Path,
+    log_dir: Path,
+) -> PeerServer:
+    argv = [
+        str(venv.python),
+        "-m",
+        "wyoming_faster_whisper",
+        "--uri",
+        f"tcp://127.0.0.1:{port}",
+        "--model",
+        model_dir,
+        "--stt-library",
+        "faster-whisper",
+        "--data-dir",
+        str(data_dir),
+        "--language",
+        "en",
+        "--compute-type",
+        compute_type,
+        "--beam-size",
+        str(beam_size),
+        "--cpu-threads",
+        str(threads),
+        "--local-files-only",
+    ]
     return PeerServer("wyoming-faster-whisper", argv, port, log_dir / "wyoming-faster-whisper.log")
 
 
-def wyoming_piper_server(venv: PeersVenv, *, port: int, voice_dir: str, voice: str, data_dir: Path,
-                         log_dir: Path) -> PeerServer:
-    argv = [str(venv.python), "-m", "wyoming_piper", "--uri", f"tcp://127.0.0.1:{port}", "--voice", voice,
-            "--data-dir", voice_dir, "--download-dir", str(data_dir)]
+def wyoming_piper_server(
+    venv: PeersVenv, *, port: int, voice_dir: str, voice: str, data_dir: Path, log_dir: Path
+) -> PeerServer:
+    argv = [
+        str(venv.python),
+        "-m",
+        "wyoming_piper",
+        "--uri",
+        f"tcp://127.0.0.1:{port}",
+        "--voice",
+        voice,
+        "--data-dir",
+        voice_dir,
+        "--download-dir",
+        str(data_dir),
+    ]
     return PeerServer("wyoming-piper", argv, port, log_dir / "wyoming-piper.log")
 
 
@@ -123,9 +168,15 @@ async def wyoming_stt_turn(port: int, utterance: Utterance, *, endpoint_silence_
                 break
     stream.assert_real_time()
     assert stream.t0 is not None and t_stop is not None
-    return {"utterance_id": utterance.id, "transcript": text.strip(),
-            "stages": {"stt_final": (t_final - stream.t0) * 1000, "stt_flush_to_final": (t_final - t_stop) * 1000},
-            "pacing_lead_ms": stream.lead_ms()}
+    return {
+        "utterance_id": utterance.id,
+        "transcript": text.strip(),
+        "stages": {
+            "stt_final": (t_final - stream.t0) * 1000,
+            "stt_flush_to_final": (t_final - t_stop) * 1000,
+        },
+        "pacing_lead_ms": stream.lead_ms(),
+    }
 
 
 async def wyoming_tts_first_audio(port: int, text: str, voice: str) -> float:
@@ -142,7 +193,11 @@ async def wyoming_tts_first_audio(port: int, text: str, voice: str) -> float:
             event = await asyncio.wait_for(client.read_event(), 60)
             if event is None or AudioStop.is_type(event.type):
                 break
-            if AudioChunk.is_type(event.type) and first is None and is_voiced_pcm16(AudioChunk.from_event(event).audio):
+            if (
+                AudioChunk.is_type(event.type)
+                and first is None
+                and is_voiced_pcm16(AudioChunk.from_event(event).audio)
+            ):
                 first = time.perf_counter()
     if first is None:
         raise RuntimeError("wyoming-piper sent no audible audio")

@@ -64,8 +64,10 @@ def _services(log_dir: Path, console: Console) -> Iterator[tuple[dict[str, str],
         with console.status("starting whisper-stt, azure-tts (Piper) and the local LLM..."):
             procs = stack.enter_context(running_services(list(names.values()), log_dir, env=env))
         running = dict(zip(names, procs, strict=True))
-        yield ({name: p.url for name, p in running.items()},
-               {name: p.process.pid for name, p in running.items() if p.process is not None})
+        yield (
+            {name: p.url for name, p in running.items()},
+            {name: p.process.pid for name, p in running.items() if p.process is not None},
+        )
 
 
 class Bench:
@@ -74,8 +76,14 @@ class Bench:
         self.console = console
         self.result: dict[str, Any] = {}
         self.failures: list[str] = []
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console, transient=False)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
 
     # -- phases -----------------------------------------------------------------------------
 
@@ -93,20 +101,28 @@ class Bench:
 
         from .stack_turns import quality_summary, run_stack_turns
 
-        settings = AppSettings().model_copy(update={
-            "whisper_stt_url": urls["whisper-stt"], "azure_tts_url": urls["azure-tts"], "local_llm_url": urls["llm"],
-            "mistral_api_key": None, "mistral_base_url": None, "whisper_stt_fallback_url": None,
-            "azure_tts_fallback_url": None,
-        })
+        settings = AppSettings().model_copy(
+            update={
+                "whisper_stt_url": urls["whisper-stt"],
+                "azure_tts_url": urls["azure-tts"],
+                "local_llm_url": urls["llm"],
+                "mistral_api_key": None,
+                "mistral_base_url": None,
+                "whisper_stt_fallback_url": None,
+                "azure_tts_fallback_url": None,
+            }
+        )
         task = self.progress.add_task("stack turns (AgentSession)", total=len(utterances))
-        turns = await run_stack_turns(utterances, settings=settings, warmup=warmup,
-                                      on_turn=lambda _: self.progress.advance(task))
+        turns = await run_stack_turns(
+            utterances, settings=settings, warmup=warmup, on_turn=lambda _: self.progress.advance(task)
+        )
         self.result["turns"] = turns
         self.result["stages"] = rep.stage_stats([t for t in turns if not t.get("error")], rep.STACK_STAGES)
         self.result["quality"] = quality_summary(turns)
 
-    async def concurrency_phase(self, questions: list[Utterance], urls: dict[str, str], pids: dict[str, int],
-                                llm: Any) -> None:
+    async def concurrency_phase(
+        self, questions: list[Utterance], urls: dict[str, str], pids: dict[str, int], llm: Any
+    ) -> None:
         from .concurrency import run_level, soak_summary
         from .sidecar_loop import loop_timeline
 
@@ -114,30 +130,50 @@ class Bench:
         for level in self.opts.levels:
             per_session = len(questions) if level == 1 else max(3, len(questions) // level)
             task = self.progress.add_task(f"sidecar loop, {level} session(s)", total=level * per_session)
-            result = await run_level(sessions=level, turns_per_session=per_session, utterances=questions, urls=urls,
-                                     llm=llm, pids=pids, endpoint_silence_ms=self.opts.endpoint_silence_ms,
-                                     on_turn=lambda _, t=task: self.progress.advance(t))
+            result = await run_level(
+                sessions=level,
+                turns_per_session=per_session,
+                utterances=questions,
+                urls=urls,
+                llm=llm,
+                pids=pids,
+                endpoint_silence_ms=self.opts.endpoint_silence_ms,
+                on_turn=lambda _, t=task: self.progress.advance(t),
+            )
             out[str(level)] = result.describe()
         self.result["concurrency"] = {
             k: {kk: vv for kk, vv in v.items() if kk != "turn_samples"} for k, v in out.items()
         }
         if "1" in out:
             one = out["1"]
-            self.result["sidecar_loop"] = {"stages": one["stages"], "turns": [
-                {**t, "timeline": loop_timeline(t["stages"])} for t in one["turn_samples"]]}
+            self.result["sidecar_loop"] = {
+                "stages": one["stages"],
+                "turns": [{**t, "timeline": loop_timeline(t["stages"])} for t in one["turn_samples"]],
+            }
         for k, v in out.items():
             detail = v["turn_samples"] if k != "1" else "see sidecar_loop.turns"
             self.result["concurrency"][k]["turns_detail"] = detail
         if self.opts.soak:
             level = max(self.opts.levels)
-            task = self.progress.add_task(f"soak, {level} session(s) × {self.opts.soak} turns",
-                                          total=level * self.opts.soak)
-            soak = await run_level(sessions=level, turns_per_session=self.opts.soak, utterances=questions, urls=urls,
-                                   llm=llm, pids=pids, endpoint_silence_ms=self.opts.endpoint_silence_ms,
-                                   on_turn=lambda _: self.progress.advance(task), track_rss=True)
+            task = self.progress.add_task(
+                f"soak, {level} session(s) × {self.opts.soak} turns", total=level * self.opts.soak
+            )
+            soak = await run_level(
+                sessions=level,
+                turns_per_session=self.opts.soak,
+                utterances=questions,
+                urls=urls,
+                llm=llm,
+                pids=pids,
+                endpoint_silence_ms=self.opts.endpoint_silence_ms,
+                on_turn=lambda _: self.progress.advance(task),
+                track_rss=True,
+            )
             self.result["soak"] = soak_summary(soak, self.opts.soak)
 
-    async def raw_phase(self, questions: list[Utterance], texts: list[str], config: EngineConfig, llm: Any) -> None:
+    async def raw_phase(
+        self, questions: list[Utterance], texts: list[str], config: EngineConfig, llm: Any
+    ) -> None:
         import numpy as np
 
         from ..baselines import RawPiper, RawWhisper
@@ -168,14 +204,27 @@ class Bench:
             tts.append(await piper.first_audio(text))
             self.progress.advance(task)
         raw = {
-            "stt_transcribe": {**rep.summarize(stt), "samples_ms": rep.rounded(stt), "wer_mean": rep.mean(wers),
-                               "what": "faster-whisper transcribe() of the utterance + endpoint silence"},
-            "llm_ttft": {**rep.summarize(ttft), "samples_ms": rep.rounded(ttft),
-                         "what": "mistralai SDK stream, same server"},
-            "llm_first_sentence": {**rep.summarize(sentence), "samples_ms": rep.rounded(sentence),
-                                   "what": "mistralai SDK stream, first complete sentence"},
-            "tts_first_audio": {**rep.summarize(tts), "samples_ms": rep.rounded(tts),
-                                "what": "PiperVoice.synthesize() to its first chunk"},
+            "stt_transcribe": {
+                **rep.summarize(stt),
+                "samples_ms": rep.rounded(stt),
+                "wer_mean": rep.mean(wers),
+                "what": "faster-whisper transcribe() of the utterance + endpoint silence",
+            },
+            "llm_ttft": {
+                **rep.summarize(ttft),
+                "samples_ms": rep.rounded(ttft),
+                "what": "mistralai SDK stream, same server",
+            },
+            "llm_first_sentence": {
+                **rep.summarize(sentence),
+                "samples_ms": rep.rounded(sentence),
+                "what": "mistralai SDK stream, first complete sentence",
+            },
+            "tts_first_audio": {
+                **rep.summarize(tts),
+                "samples_ms": rep.rounded(tts),
+                "what": "PiperVoice.synthesize() to its first chunk",
+            },
         }
         self.result.setdefault("baselines", {})["raw"] = raw
 
@@ -194,17 +243,35 @@ class Bench:
                 samples.append((first - start) * 1000)
                 self.progress.advance(task)
         self.result.setdefault("baselines", {})["tts_sidecar"] = {
-            "tts_first_audio": {**rep.summarize(samples), "samples_ms": rep.rounded(samples),
-                                "what": "WS /v1/stream: config + text + flush → first audible PCM frame"}}
+            "tts_first_audio": {
+                **rep.summarize(samples),
+                "samples_ms": rep.rounded(samples),
+                "what": "WS /v1/stream: config + text + flush → first audible PCM frame",
+            }
+        }
 
-    async def peers_phase(self, questions: list[Utterance], texts: list[str], warmup: Utterance,
-                          config: EngineConfig, urls: dict[str, str], log_dir: Path) -> None:
+    async def peers_phase(
+        self,
+        questions: list[Utterance],
+        texts: list[str],
+        warmup: Utterance,
+        config: EngineConfig,
+        urls: dict[str, str],
+        log_dir: Path,
+    ) -> None:
         from ..peers.phase import run_peers
 
         self.result["peers"] = {}  # present even when the phase fails
         self.result["peers"] = await run_peers(
-            questions=questions, texts=texts, warmup=warmup, config=config, urls=urls, work_dir=self.opts.work_dir,
-            log_dir=log_dir, endpoint_silence_ms=self.opts.endpoint_silence_ms, progress=self.progress,
+            questions=questions,
+            texts=texts,
+            warmup=warmup,
+            config=config,
+            urls=urls,
+            work_dir=self.opts.work_dir,
+            log_dir=log_dir,
+            endpoint_silence_ms=self.opts.endpoint_silence_ms,
+            progress=self.progress,
             console=self.console,
         )
 
@@ -235,21 +302,30 @@ class Bench:
         warmup = select(corpus, questions=3, paused=0)[-1] if opts.quick else questions[0]
         config = engine_config()
         self.result["models"] = models_info(config)
-        self.result["settings"] = {"engines": config.describe(), "endpoint_silence_ms": opts.endpoint_silence_ms,
-                                   "levels": opts.levels, "soak_turns_per_session": opts.soak}
-        self.result["corpus"] = {"synthesis": synthesis_settings(), "utterances": [u.describe() for u in stack_utts],
-                                 "tts_texts": texts}
+        self.result["settings"] = {
+            "engines": config.describe(),
+            "endpoint_silence_ms": opts.endpoint_silence_ms,
+            "levels": opts.levels,
+            "soak_turns_per_session": opts.soak,
+        }
+        self.result["corpus"] = {
+            "synthesis": synthesis_settings(),
+            "utterances": [u.describe() for u in stack_utts],
+            "tts_texts": texts,
+        }
         self.result["pacing"] = {
             "real_time": True,
             "how": "frames are released only once their audio has elapsed; every paced stream is asserted "
-                   "(a frame early by more than 1 ms fails the run); stack turns: the talk harness paces, and "
-                   "the bench asserts no turn returned before its audio could have been delivered",
+            "(a frame early by more than 1 ms fails the run); stack turns: the talk harness paces, and "
+            "the bench asserts no turn returned before its audio could have been delivered",
         }
         from ..baselines import RawMistral
 
         with _services(log_dir, self.console) as (urls, pids), self.progress:
             llm = RawMistral(server_url=urls["llm"], model=config.llm_model, max_tokens=config.llm_max_tokens)
-            self.result["services"] = {name: {"url": url, "pid": pids.get(name)} for name, url in urls.items()}
+            self.result["services"] = {
+                name: {"url": url, "pid": pids.get(name)} for name, url in urls.items()
+            }
             await self._phase("stack turns", self.stack_phase(stack_utts, warmup, urls))
             await self._phase("concurrency", self.concurrency_phase(questions, urls, pids, llm))
             await self._phase("raw engines", self.raw_phase(questions, texts, config, llm))
@@ -268,7 +344,9 @@ class Bench:
         return self.result
 
 
-async def run_bench(options: BenchOptions, console: Console | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
+async def run_bench(
+    options: BenchOptions, console: Console | None = None
+) -> tuple[dict[str, Any], dict[str, Path]]:
     console = console or Console(stderr=True)
     bench = Bench(options=options, console=console)
     result = await bench.run()

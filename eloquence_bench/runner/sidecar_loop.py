@@ -97,8 +97,9 @@ async def stream_stt(
                 event = json.loads(msg.data)
                 kind = event.get("type")
                 if kind == "error":
-                    raise SidecarError(f"whisper-stt: {event.get('code')}: {event.get('message')}",
-                                       code=event.get("code"))
+                    raise SidecarError(
+                        f"whisper-stt: {event.get('code')}: {event.get('message')}", code=event.get("code")
+                    )
                 if kind == "final":
                     finals.append((time.perf_counter(), str(event.get("text", "")).strip()))
                     if t_flush is not None:
@@ -127,7 +128,9 @@ async def stream_stt(
         raise SidecarError("the utterance never reached its endpoint")
     # the sidecar may finalize on its own before the flush; the first non-empty final counts
     t_final = spoken[0][0] if spoken else finals[-1][0]
-    return STTResult(text=" ".join(text for _, text in spoken), t_final=t_final, t_flush=t_flush, stream=stream)
+    return STTResult(
+        text=" ".join(text for _, text in spoken), t_final=t_final, t_flush=t_flush, stream=stream
+    )
 
 
 class TTSSpeaker:
@@ -151,13 +154,17 @@ class TTSSpeaker:
             elif msg.type == aiohttp.WSMsgType.TEXT:
                 event = json.loads(msg.data)
                 if event.get("type") == "error":
-                    raise SidecarError(f"azure-tts: {event.get('code')}: {event.get('message')}", code=event.get("code"))
+                    raise SidecarError(
+                        f"azure-tts: {event.get('code')}: {event.get('message')}", code=event.get("code")
+                    )
                 if event.get("type") == "segment_end":
                     return first
             else:
                 break
-        raise SidecarError(f"azure-tts closed the stream ({self._ws.close_code}) before segment_end",
-                           code="overloaded" if self._ws.close_code == 1013 else None)
+        raise SidecarError(
+            f"azure-tts closed the stream ({self._ws.close_code}) before segment_end",
+            code="overloaded" if self._ws.close_code == 1013 else None,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -175,8 +182,12 @@ async def _speak(
     A shed request (overloaded, before any audio) is retried after the Retry-After, as the
     provider does; it never repeats audio already sent.
     """
-    async for attempt in AsyncRetrying(retry=retry_if_exception(_overloaded), wait=wait_fixed(OVERLOAD_RETRY_S),
-                                       stop=stop_after_delay(OVERLOAD_BUDGET_S), reraise=True):
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_overloaded),
+        wait=wait_fixed(OVERLOAD_RETRY_S),
+        stop=stop_after_delay(OVERLOAD_BUDGET_S),
+        reraise=True,
+    ):
         with attempt:
             turn.tts_retries += 1 if attempt.retry_state.attempt_number > 1 else 0
             async with tts_speaker(session, url, sample_rate=sample_rate) as speaker:
@@ -229,10 +240,16 @@ class LoopTurn:
     reply_audio_s: float = 0.0
 
     def describe(self) -> dict[str, Any]:
-        return {"utterance_id": self.utterance_id, "stages": {k: round(v, 2) for k, v in self.stages.items()},
-                "transcript": self.transcript, "reply": self.reply, "error": self.error,
-                "pacing_lead_ms": round(self.pacing_lead_ms, 2), "tts_retries": self.tts_retries,
-                "reply_audio_s": round(self.reply_audio_s, 2)}
+        return {
+            "utterance_id": self.utterance_id,
+            "stages": {k: round(v, 2) for k, v in self.stages.items()},
+            "transcript": self.transcript,
+            "reply": self.reply,
+            "error": self.error,
+            "pacing_lead_ms": round(self.pacing_lead_ms, 2),
+            "tts_retries": self.tts_retries,
+            "reply_audio_s": round(self.reply_audio_s, 2),
+        }
 
 
 LOOP_STAGES = ("stt_final", "stt_flush_to_final", "llm_ttft", "llm_first_sentence", "tts_first_audio", "e2e")
@@ -257,17 +274,21 @@ async def sidecar_turn(
     first: asyncio.Future[LLMTiming] = asyncio.get_running_loop().create_future()
     # the reply streams to its end in the background, as in the agent; only its first sentence
     # is on the path to the first audio
-    reply_task = asyncio.create_task(llm.stream(llm_messages(stt.text or utterance.text), on_first_sentence=first))
+    reply_task = asyncio.create_task(
+        llm.stream(llm_messages(stt.text or utterance.text), on_first_sentence=first)
+    )
     try:
         await asyncio.wait({first, reply_task}, return_when=asyncio.FIRST_COMPLETED)
         if not first.done():
             await reply_task  # raises the LLM's error
         timing = first.result()
-        t_audio, audio_s = await _speak(session, urls["azure-tts"], timing.first_sentence, tts_sample_rate, turn)
+        t_audio, audio_s = await _speak(
+            session, urls["azure-tts"], timing.first_sentence, tts_sample_rate, turn
+        )
         if t_audio is None:
             raise SidecarError("azure-tts sent no audible audio for the first sentence")
         full = await reply_task
-        rest = full.text.strip()[len(timing.first_sentence):].strip()
+        rest = full.text.strip()[len(timing.first_sentence) :].strip()
         if rest:  # the rest of the reply loads the TTS as it does in a conversation
             audio_s += (await _speak(session, urls["azure-tts"], rest, tts_sample_rate, turn))[1]
     finally:
@@ -293,4 +314,9 @@ def loop_timeline(stages: dict[str, float]) -> dict[str, Any]:
     stt, ttft, sentence, e2e = (stages.get(k) for k in ("stt_final", "llm_ttft", "llm_first_sentence", "e2e"))
     if stt is None or ttft is None or sentence is None or e2e is None:
         return {}
-    return {"stt": (0.0, stt), "llm": (stt, stt + sentence), "llm_ttft": stt + ttft, "tts": (stt + sentence, e2e)}
+    return {
+        "stt": (0.0, stt),
+        "llm": (stt, stt + sentence),
+        "llm_ttft": stt + ttft,
+        "tts": (stt + sentence, e2e),
+    }

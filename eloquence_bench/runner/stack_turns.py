@@ -30,8 +30,9 @@ def _timeline(stages: dict[str, float | None]) -> dict[str, Any]:
     The LLM starts on the final transcript (preemptive generation); the TTS span ends at the
     first audio frame.
     """
-    stt, ttft, sentence, tts, e2e = (stages.get(k) for k in ("stt_final", "llm_ttft", "llm_first_sentence",
-                                                             "tts_first_audio", "e2e"))
+    stt, ttft, sentence, tts, e2e = (
+        stages.get(k) for k in ("stt_final", "llm_ttft", "llm_first_sentence", "tts_first_audio", "e2e")
+    )
     timeline: dict[str, Any] = {}
     if stt is not None:
         timeline["stt"] = (0.0, stt)
@@ -61,7 +62,11 @@ async def run_stack_turns(
         await run_talk_turn(audio=warmup.samples, settings=settings, pipeline=pipeline)
         for utterance in utterances:
             started = time.perf_counter()
-            turn: dict[str, Any] = {"utterance_id": utterance.id, "kind": utterance.kind, "text": utterance.text}
+            turn: dict[str, Any] = {
+                "utterance_id": utterance.id,
+                "kind": utterance.kind,
+                "text": utterance.text,
+            }
             try:
                 report = await run_talk_turn(audio=utterance.samples, settings=settings, pipeline=pipeline)
             except TalkError as e:
@@ -69,11 +74,15 @@ async def run_stack_turns(
             else:
                 elapsed = time.perf_counter() - started
                 if elapsed < utterance.duration_s:
-                    raise PacingError(f"{utterance.id}: the turn took {elapsed:.2f} s for {utterance.duration_s:.2f} s "
-                                      "of audio: it was not delivered in real time")
+                    raise PacingError(
+                        f"{utterance.id}: the turn took {elapsed:.2f} s for {utterance.duration_s:.2f} s "
+                        "of audio: it was not delivered in real time"
+                    )
                 if report.pacing_max_early_ms > PACING_TOLERANCE_MS:
-                    raise PacingError(f"{utterance.id}: an input frame reached the session "
-                                      f"{report.pacing_max_early_ms:.1f} ms ahead of real time")
+                    raise PacingError(
+                        f"{utterance.id}: an input frame reached the session "
+                        f"{report.pacing_max_early_ms:.1f} ms ahead of real time"
+                    )
                 stages = {stage.key: getattr(report.timings, stage.field) for stage in STAGES}
                 turn.update(
                     stages={k: v for k, v in stages.items() if v is not None},

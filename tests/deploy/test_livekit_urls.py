@@ -21,6 +21,7 @@ from eloquence.services import API, free_port, running_service
 from eloquence.settings import AppSettings
 
 PUBLIC_URL = f"wss://127.0.0.1:{free_port()}"  # nothing listens there
+API_KEY = "deploy-app-backend-key-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def api_url(livekit: LiveKitStandin, service_log_dir: Path) -> Iterator[str]:
         LOCAL_LLM_URL=dead,
         MISTRAL_API_KEY="",
         MISTRAL_BASE_URL="",
+        ELOQUENCE_API_KEYS=API_KEY,
     )
     with running_service(API, service_log_dir, env=env, timeout=60) as proc:
         yield proc.url
@@ -41,7 +43,10 @@ def api_url(livekit: LiveKitStandin, service_log_dir: Path) -> Iterator[str]:
 
 async def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as session:
-        async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=20)) as resp:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with session.post(
+            url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=20)
+        ) as resp:
             return resp.status, await resp.json()
 
 

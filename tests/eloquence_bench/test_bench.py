@@ -24,14 +24,23 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def quick_bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, subprocess.CompletedProcess[str]]:
+def quick_bench(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict, Path, subprocess.CompletedProcess[str]]:
     out = tmp_path_factory.mktemp("bench-out")
     env = {**os.environ, "ELOQUENCE_BENCH_PEERS": "0"}
     proc = subprocess.run(
         [sys.executable, "-m", "eloquence", "bench", "--quick", "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=280, check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
     )
-    assert proc.returncode == 0, f"bench failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, (
+        f"bench failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
     return json.loads((out / "bench.json").read_text()), out, proc
 
 
@@ -144,8 +153,14 @@ def test_statistics_and_memory_growth() -> None:
 
 
 def test_bench_rejects_bad_arguments() -> None:
-    proc = subprocess.run([sys.executable, "-m", "eloquence", "bench", "--sessions", "0", "--out", "/nonexistent/x"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "eloquence", "bench", "--sessions", "0", "--out", "/nonexistent/x"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2 and "--sessions" in proc.stderr
 
 
@@ -161,13 +176,26 @@ def test_the_pipecat_peer_imports_nothing_of_ours_but_the_clock(tmp_path: Path) 
     def top_level_modules(code: str) -> set[str]:
         proc = subprocess.run(
             [sys.executable, "-P", "-c", f"{code}; import sys; print('\\n'.join(sys.modules))"],
-            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(path)}, capture_output=True, text=True,
-            timeout=60, check=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         return {name.split(".")[0] for name in proc.stdout.split()}
 
     loaded = top_level_modules("import eloquence_bench.peers.pipecat_pipeline as m; assert m.PacedStream")
-    ours_and_peers = {"eloquence_bench", "sidecar_common", "numpy", "soundfile", "_soundfile", "_soundfile_data",
-                      "cffi", "_cffi_backend"}
+    ours_and_peers = {
+        "eloquence_bench",
+        "sidecar_common",
+        "numpy",
+        "soundfile",
+        "_soundfile",
+        "_soundfile_data",
+        "cffi",
+        "_cffi_backend",
+        "typing_extensions",
+    }
     extra = loaded - top_level_modules("pass") - set(sys.stdlib_module_names) - ours_and_peers
     assert not extra, f"the pipecat pipeline needs more than the peers' venv has: {sorted(extra)}"

@@ -15,7 +15,7 @@ from livekit.agents import APIConnectOptions, llm, stt, tts
 
 from eloquence.services import AZURE_TTS, LOCAL_LLM, WHISPER_STT, ServiceProcess, free_port, running_service
 from eloquence_bench.quality import wer
-from eloquence_bench.speech import silence, speak, transcribe
+from eloquence_bench.speech import PIPER_NO_NOISE_ENV, silence, speak, transcribe
 from providers.endpoints import MistralEndpoint
 from providers.fallback import build_llm, build_stt, build_tts
 from providers.llm import MistralLLM
@@ -31,7 +31,7 @@ SPOKEN = "Could you repeat the last question please?"
 @pytest.fixture(scope="module")
 def tts_service(service_log_dir: Path) -> Iterator[ServiceProcess]:
     with running_service(
-        AZURE_TTS, service_log_dir, env={"TTS_ENGINE": "piper", "PIPER_THREADS": "1"}
+        AZURE_TTS, service_log_dir, env={"TTS_ENGINE": "piper", "PIPER_THREADS": "1", **PIPER_NO_NOISE_ENV}
     ) as proc:
         yield proc
 

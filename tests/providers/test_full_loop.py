@@ -16,7 +16,7 @@ from livekit.agents.metrics import LLMMetrics, STTMetrics, TTSMetrics
 
 from eloquence.services import AZURE_TTS, LOCAL_LLM, WHISPER_STT, ServiceProcess, running_service
 from eloquence_bench.quality import wer
-from eloquence_bench.speech import silence, speak
+from eloquence_bench.speech import PIPER_NO_NOISE_ENV, silence, speak
 from providers import AzureTTS, MistralLLM, WhisperSTT
 from sidecar_common.pcm import float_to_pcm16 as to_pcm16
 
@@ -28,7 +28,9 @@ def services(service_log_dir: Path) -> Iterator[dict[str, ServiceProcess]]:
     with (
         running_service(WHISPER_STT, service_log_dir, env={"WHISPER_CPU_THREADS": "1"}) as stt_proc,
         running_service(
-            AZURE_TTS, service_log_dir, env={"TTS_ENGINE": "piper", "PIPER_THREADS": "1"}
+            AZURE_TTS,
+            service_log_dir,
+            env={"TTS_ENGINE": "piper", "PIPER_THREADS": "1", **PIPER_NO_NOISE_ENV},
         ) as tts_proc,
         running_service(LOCAL_LLM, service_log_dir, env={"LLM_THREADS": "1"}) as llm_proc,
     ):

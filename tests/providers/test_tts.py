@@ -26,12 +26,13 @@ from support.fault_proxy import Faults, fault_proxy
 
 from eloquence.services import AZURE_TTS, ServiceProcess, check_health, free_port, running_service
 from eloquence_bench.quality import wer
-from eloquence_bench.speech import transcribe
+from eloquence_bench.speech import PIPER_NO_NOISE_ENV, transcribe
 from providers.tts import AzureTTS, resolve_tts_url
 from sidecar_common.pcm import pcm16_to_float
 
 # Piper, one thread: the box is shared.
-TTS_ENV = {"TTS_ENGINE": "piper", "PIPER_THREADS": "1"}
+# Piper without noise: a transcript scored here is the same on every run.
+TTS_ENV = {"TTS_ENGINE": "piper", "PIPER_THREADS": "1", **PIPER_NO_NOISE_ENV}
 # quick retries, so that a retried attempt does not slow the suite
 FAST_RETRY = APIConnectOptions(max_retry=3, retry_interval=0.05, timeout=15.0)
 # more turns than the sidecar has synthesis slots: back off and retry until a slot frees up

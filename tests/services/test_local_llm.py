@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +24,8 @@ LONG_PROMPT = "Write a long story about a dragon who learns to speak English."
 @pytest.fixture(scope="module")
 def llm_service(service_log_dir: Path) -> Iterator[ServiceProcess]:
     # One request at a time makes the admission limit observable with two requests.
-    env = {"LLM_MAX_CONCURRENT": "1", "LLM_THREADS": "1", "LLM_BATCH_THREADS": "2"}
-    with running_service(LOCAL_LLM, service_log_dir, env=env) as proc:
+    env = {"LLM_MAX_CONCURRENT": "1", "LLM_THREADS": "1", "LLM_BATCH_THREADS": "2", "LLM_LOG_FORMAT": "json"}
+    with running_service(LOCAL_LLM, service_log_dir / "json-logs", env=env) as proc:
         yield proc
 
 
@@ -42,6 +46,32 @@ async def test_health_declares_model_and_concurrency(llm_service: ServiceProcess
     assert body["ready"] is True
     assert body["model"].startswith("SmolLM2-135M-Instruct")
     assert body["max_concurrent"] == 1
+
+
+def test_logs_are_json_lines_and_ready_comes_after_the_warm_up(llm_service: ServiceProcess) -> None:
+    records = [json.loads(line) for line in llm_service.log_path.read_text().splitlines()]
+    assert records and all({"time", "level", "logger", "message"} <= record.keys() for record in records)
+    messages = [record["message"] for record in records]
+    ready = next(i for i, message in enumerate(messages) if message.startswith("Ready on http://127.0.0.1:"))
+    assert any(message.startswith("warmed up in") for message in messages[:ready]), messages
+
+
+def test_command_line_version_and_bad_settings(tmp_path: Path) -> None:
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "local_llm", *args],
+            env={**os.environ, **env},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("eloquence-local-llm ")
+    bad = run("--port", "1", LLM_MAX_CONCURRENT="0")  # refused before the model loads
+    assert bad.returncode == 2 and "cannot start" in bad.stderr and "max_concurrent" in bad.stderr
 
 
 async def test_streams_a_chat_completion_through_the_mistral_sdk(llm_service: ServiceProcess) -> None:

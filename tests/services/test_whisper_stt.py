@@ -13,15 +13,15 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from whisper_stt.model import Transcript, TranscriptSegment, WhisperTranscriber, is_degenerate
-from whisper_stt.noise_filter import NoiseFilter
-from whisper_stt.settings import WhisperSTTSettings
-from whisper_stt.transcription_queue import InterimShed, Overloaded, Priority, TranscriptionQueue
 
 from eloquence.services import WHISPER_STT, ServiceProcess, running_service
 from eloquence_bench.quality import wer
 from eloquence_bench.speech import silence, speak, to_wav
 from sidecar_common.pcm import float_to_pcm16 as to_pcm16
+from whisper_stt.model import Transcript, TranscriptSegment, WhisperTranscriber, is_degenerate
+from whisper_stt.noise_filter import NoiseFilter
+from whisper_stt.settings import WhisperSTTSettings
+from whisper_stt.transcription_queue import InterimShed, Overloaded, Priority, TranscriptionQueue
 
 SENTENCES = [
     "Good morning, I would like to practice my presentation today.",
@@ -134,6 +134,19 @@ async def test_health_reports_model_language_queue_and_streams(whisper: ServiceP
     assert body["queue_depth"] == 0 and body["active_streams"] == 0
 
 
+async def test_routing_errors_get_the_json_error_body(whisper: ServiceProcess) -> None:
+    cases = [
+        ("GET", "/v1/nope", 404, "not_found"),
+        ("DELETE", "/health", 405, "method_not_allowed"),
+        ("GET", "/v1/stream", 400, "invalid_request"),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for method, path, status, code in cases:
+            async with session.request(method, f"{whisper.url}{path}") as response:
+                error = (await response.json())["error"]
+            assert (response.status, error["code"]) == (status, code) and path in error["message"], error
+
+
 @pytest.mark.parametrize(
     ("sample_rate", "channels", "subtype", "fmt", "filename"),
     [
@@ -214,6 +227,7 @@ async def test_http_bad_input_gets_clear_4xx_and_service_stays_healthy(whisper: 
 
         async def error_of(response: aiohttp.ClientResponse) -> tuple[int, str]:
             body = await response.json()
+            assert "object at 0x" not in body["error"]["message"], body  # a clear message, never a repr
             return response.status, body["error"]["code"]
 
         assert await error_of(await post_audio(session, whisper.url, b"this is not audio at all" * 50)) == (

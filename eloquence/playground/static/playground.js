@@ -12,6 +12,10 @@
 
 (() => {
   const TOPIC = "eloquence";
+  // Echo cancellation keeps the coach's voice out of the microphone (barge-in works with speakers).
+  // Noise suppression stays off: Whisper copes with noise better than with the suppressor's
+  // artefacts (measured: it turned "calm my nerves" into "come on Earth").
+  const CAPTURE = { echoCancellation: true, noiseSuppression: false, autoGainControl: true };
   const params = new URLSearchParams(location.search);
   const TOKEN_KEY = "eloquence-playground-token";
   const token = params.get("token") || sessionStorage.getItem(TOKEN_KEY);
@@ -274,7 +278,7 @@
     }
     try {
       return await navigator.mediaDevices.getUserMedia({
-        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+        audio: CAPTURE,
         video: false,
       });
     } catch (e) {
@@ -393,7 +397,7 @@
     });
     state.roomName = grant.room_name;
     const room = new LK.Room({
-      audioCaptureDefaults: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      audioCaptureDefaults: CAPTURE,
     });
     const cleanups = [];
     const decoder = new TextDecoder();
@@ -532,7 +536,7 @@
       ui.services.appendChild(item);
       if (!s.healthy) down.push(name);
     }
-    if (down.length && state.phase !== "live") {
+    if (down.length && state.phase !== "live" && ui.alert.hidden) {
       const what = down.includes("session-host")
         ? "The coach's session host is not running: start the stack with `eloquence up`."
         : `Service down: ${down.join(", ")}. The coach cannot hear or answer until it is back (eloquence status).`;

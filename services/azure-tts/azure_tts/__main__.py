@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description=__doc__,
         settings_type=AzureTTSSettings,
         load=load,
-        flags=[SettingFlag("--engine", "tts_engine", choices=("auto", "azure", "piper"))],
+        flags=[SettingFlag("--engine", "tts_engine", choices=("auto", "azure", "piper", "espeak"))],
         # a client that disconnects cancels its handler, which stops the synthesis
         handler_cancellation=True,
         argv=argv,
@@ -82,6 +82,16 @@ def load(settings: AzureTTSSettings) -> web.Application:
         logger.info(
             "loaded Piper %s in %.2f s", ", ".join(v.name for v in piper.voices), time.perf_counter() - start
         )
+    if settings.espeak_voices or primary == "espeak":
+        from .espeak_engine import load_espeak
+
+        espeak, missing = load_espeak(
+            settings.espeak_voices, primary=primary == "espeak", max_workers=settings.tts_max_concurrent
+        )
+        if espeak is not None:
+            engines["espeak"], defaults["espeak"] = espeak, espeak.default_voice
+        elif missing:
+            logger.warning("%s", missing)
 
     catalog = VoiceCatalog(
         primary_engine=primary,

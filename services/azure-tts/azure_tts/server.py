@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
-from sidecar_common.app import SidecarAPI
+from sidecar_common.app import SidecarAPI, open_websocket
 from sidecar_common.audio import wav_bytes
 from sidecar_common.http import SidecarError
 
@@ -189,8 +189,7 @@ class AzureTTSAPI(SidecarAPI):
         return response
 
     async def stream(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
-        await ws.prepare(request)
+        ws = await open_websocket(request, heartbeat=30, max_msg_size=64 * 1024)
         await StreamSocket(tts=self.tts, ws=ws, max_text_chars=self.max_text_chars).run()
         return ws
 

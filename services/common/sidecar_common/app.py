@@ -91,6 +91,19 @@ def create_app(api: SidecarAPI, *, settings: SidecarSettings) -> web.Application
     return app
 
 
+async def open_websocket(
+    request: web.Request, *, heartbeat: float, max_msg_size: int
+) -> web.WebSocketResponse:
+    """The websocket of a `WS` endpoint, opened; a plain HTTP request gets a 400 that says so."""
+    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=max_msg_size)
+    if not ws.can_prepare(request).ok:
+        raise SidecarError(
+            400, "invalid_request", f"{request.path} is a websocket: open it with a websocket client"
+        )
+    await ws.prepare(request)
+    return ws
+
+
 def _middlewares(http_metrics: HTTPMetrics) -> list[Middleware]:
     """The chain every request passes, outermost first: request metrics, then JSON errors.
 

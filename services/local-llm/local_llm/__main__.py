@@ -47,6 +47,9 @@ def load(settings: LocalLLMSettings) -> web.Application:
         batch_threads=settings.batch_threads,
         context_size=settings.context_size,
         prompt_cache_mb=settings.prompt_cache_mb,
+        decode_nice=settings.decode_nice,
+        urgent_tokens=settings.urgent_tokens,
+        repeat_penalty=settings.repeat_penalty,
     )
     logger.info("loaded %s (%d threads, context %d)", path, settings.threads, settings.context_size)
     if settings.warmup:

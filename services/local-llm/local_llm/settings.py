@@ -38,6 +38,13 @@ class LocalLLMSettings(SidecarSettings):
     """How long an admitted request waits for the model before a 503."""
     prompt_cache_mb: int = Field(128, ge=0)
     """RAM for llama.cpp's prompt-state cache (0 disables it)."""
+    decode_nice: int = Field(10, ge=0, le=19)
+    """How much a generation lowers its thread's priority once its first clause is out: the rest
+    of a reply yields the CPU to speech recognition and synthesis (0: never)."""
+    urgent_tokens: int = Field(12, ge=1)
+    """Tokens generated at full priority when no clause mark comes first."""
+    repeat_penalty: float = Field(1.0, ge=1.0, le=2.0)
+    """llama.cpp's repeat penalty when a request sets no frequency or presence penalty."""
     warmup: bool = True
 
 

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar_common.app import create_app
 from sidecar_common.cli import run_sidecar
-from whisper_stt.model import WhisperTranscriber
+from whisper_stt.language_models import load_language_models
 from whisper_stt.server import WhisperSTTAPI
 from whisper_stt.settings import WhisperSTTSettings
 
@@ -33,22 +33,11 @@ def load(settings: WhisperSTTSettings) -> web.Application:
     if settings.log_level.lower() != "debug":
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one INFO line per pass otherwise
     started = time.perf_counter()
-    transcriber = WhisperTranscriber(
-        model_path=settings.whisper_model,
-        device=settings.whisper_device,
-        compute_type=settings.whisper_compute_type,
-        cpu_threads=settings.whisper_cpu_threads,
-        workers=settings.whisper_workers,
-        beam_size=settings.whisper_beam_size,
-        default_language=settings.whisper_language,
-        encoder_window=settings.whisper_encoder_window,
-        min_window_s=settings.whisper_encoder_min_window_s,
-        margin_s=settings.whisper_encoder_margin_s,
-    )
-    transcriber.warm_up()
+    # Each language's model (English: tiny.en; French: base, joined from its PyPI parts on first use).
+    transcriber = load_language_models(settings)
     logger.info(
         "Loaded %s (%s, %d threads, encoder window %s) in %.1f s",
-        settings.whisper_model,
+        transcriber.model_path,
         settings.whisper_compute_type,
         settings.whisper_cpu_threads,
         settings.whisper_encoder_window,

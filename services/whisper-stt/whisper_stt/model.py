@@ -59,9 +59,12 @@ def is_degenerate(transcript: Transcript, *, repeat_max: int = 4, max_words_per_
 
 
 class UnsupportedLanguageError(ValueError):
-    def __init__(self, language: str, supported: list[str]) -> None:
+    def __init__(self, language: str, supported: list[str], *, hint: str | None = None) -> None:
         shown = ", ".join(supported[:20]) + (" ..." if len(supported) > 20 else "")
-        super().__init__(f"language {language!r} is not supported by this model (supported: {shown})")
+        where = "served here" if hint else "supported by this model"
+        super().__init__(
+            f"language {language!r} is not {where} (supported: {shown})" + (f"; {hint}" if hint else "")
+        )
         self.language = language
         self.supported = supported
 

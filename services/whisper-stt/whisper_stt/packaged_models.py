@@ -33,8 +33,11 @@ _MARKER = ".verified-sha256"
 _CHUNK = 4 * 1024 * 1024
 
 
-class ModelFilesError(RuntimeError):
-    """A packaged model is missing, corrupt or cannot be written: the message says what to do."""
+class ModelFilesError(OSError):
+    """A packaged model is missing, corrupt or cannot be written: the message says what to do.
+
+    An OSError, so the sidecar's start-up reports it as one line (exit status 2), not a traceback.
+    """
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,8 @@ def ensure_joined(model: SplitModel, *, cache_dir: Path | None = None) -> Path:
             if is_complete(model, folder):
                 return folder
             _join(model, folder, *sources)
+    except ModelFilesError:
+        raise
     except OSError as e:
         raise ModelFilesError(
             f"cannot write the Whisper {model.name} model into {cache_dir} ({e.strerror or e}); "

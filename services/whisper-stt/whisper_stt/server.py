@@ -11,11 +11,12 @@ from typing import Any
 from aiohttp import BodyPartReader, WSCloseCode, web
 from prometheus_client import CollectorRegistry
 
-from sidecar_common.app import SidecarAPI
+from sidecar_common.app import SidecarAPI, open_websocket
 from sidecar_common.audio import AudioFormatError, decode_audio
 from sidecar_common.http import SidecarError
 from whisper_stt.metrics import WhisperMetrics
-from whisper_stt.model import DEFAULT_TEMPERATURES, SAMPLE_RATE, UnsupportedLanguageError, WhisperTranscriber
+from whisper_stt.language_models import LanguageModels
+from whisper_stt.model import DEFAULT_TEMPERATURES, SAMPLE_RATE, UnsupportedLanguageError
 from whisper_stt.noise_filter import NoiseFilter
 from whisper_stt.recognizer import MIN_AUDIO_S, SpeechRecognizer
 from whisper_stt.settings import WhisperSTTSettings
@@ -36,7 +37,7 @@ class WhisperSTTAPI(SidecarAPI):
     max_body_bytes = _FORM_FIELD_LIMIT
 
     def __init__(
-        self, *, settings: WhisperSTTSettings, transcriber: WhisperTranscriber, registry: CollectorRegistry
+        self, *, settings: WhisperSTTSettings, transcriber: LanguageModels, registry: CollectorRegistry
     ) -> None:
         super().__init__(registry=registry)
         self.settings = settings
@@ -58,6 +59,7 @@ class WhisperSTTAPI(SidecarAPI):
         queue = self.recognizer.queue
         return {
             "model": self.transcriber.model_path,
+            "models": self.transcriber.models,
             "language": self.transcriber.default_language,
             "queue_depth": queue.depth,
             "running": queue.running,
@@ -149,8 +151,7 @@ class WhisperSTTAPI(SidecarAPI):
         )
 
     async def stream(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4 * 1024 * 1024)
-        await ws.prepare(request)
+        ws = await open_websocket(request, heartbeat=30.0, max_msg_size=4 * 1024 * 1024)
         try:
             if len(self.streams) >= self.settings.whisper_max_streams:
                 self.metrics.rejections.labels("max_streams").inc()

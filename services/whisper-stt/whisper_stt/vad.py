@@ -1,4 +1,4 @@
-"""webrtcvad over 16 kHz audio: per-frame voicing, and the utterance segmenter of a stream."""
+"""webrtcvad over 16 kHz audio: per-frame voicing, the utterance segmenter of a stream, its recent audio."""
 
 from __future__ import annotations
 
@@ -48,6 +48,24 @@ class SpeechEnded:
     """The utterance, from the pre-speech padding to a little after its last voiced frame."""
     reason: str
     """"end_of_speech" (enough silence) or "max_duration"."""
+    first_sample: int = 0
+    """Stream position (16 kHz samples) of `audio[0]`."""
+
+
+@dataclass(frozen=True)
+class SpeechPaused:
+    """`pause_ms` of silence inside an utterance: it may end here, so its final can start now."""
+
+    end_s: float
+    """Stream time just after the last voiced frame."""
+    audio: np.ndarray
+    """The utterance so far, as `finish_utterance` would return it now (a shorter silent tail)."""
+    first_sample: int
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """A voiced frame after a `SpeechPaused`: the utterance goes on."""
 
 
 class UtteranceSegmenter:
@@ -66,12 +84,15 @@ class UtteranceSegmenter:
         end_silence_ms: int,
         pre_speech_ms: int,
         max_utterance_s: float,
+        pause_ms: int = 0,
     ) -> None:
         self._vad = webrtcvad.Vad(aggressiveness)
         self._start_frames = max(1, min_speech_ms // FRAME_MS)
         # A start needs most of a short look-back voiced, which tolerates one unvoiced frame.
         self._lookback: collections.deque[bool] = collections.deque(maxlen=self._start_frames + 1)
         self._end_frames = max(1, end_silence_ms // FRAME_MS)
+        # 0: no pause events; otherwise at least one frame, and before the end of speech
+        self._pause_frames = min(max(1, pause_ms // FRAME_MS), self._end_frames - 1) if pause_ms > 0 else 0
         self._pre_frames: collections.deque[np.ndarray] = collections.deque(
             maxlen=max(pre_speech_ms // FRAME_MS, self._start_frames + 1)
         )
@@ -95,13 +116,18 @@ class UtteranceSegmenter:
     def speech_end_s(self) -> float:
         return (self._last_voiced_frame + 1) * FRAME_MS / 1000
 
+    @property
+    def utterance_first_sample(self) -> int:
+        """Stream position (16 kHz samples) of the current utterance's first sample."""
+        return self._utterance_first_frame * FRAME_SAMPLES
+
     def utterance_audio(self) -> np.ndarray:
         """The current utterance so far (for an interim)."""
         return np.concatenate(self._utterance) if self._utterance else np.zeros(0, dtype=np.float32)
 
-    def push(self, audio: np.ndarray) -> list[SpeechStarted | SpeechEnded]:
+    def push(self, audio: np.ndarray) -> list[SpeechStarted | SpeechEnded | SpeechPaused | SpeechResumed]:
         """Feed 16 kHz float32 audio; returns the boundaries it crossed, in order."""
-        events: list[SpeechStarted | SpeechEnded] = []
+        events: list[SpeechStarted | SpeechEnded | SpeechPaused | SpeechResumed] = []
         data = np.concatenate([self._pending, audio]) if self._pending.size else audio
         n = len(data) // FRAME_SAMPLES
         for i in range(n):
@@ -126,16 +152,26 @@ class UtteranceSegmenter:
                 continue
             self._utterance.append(frame)
             if voiced:
+                if self._pause_frames and self._silent_run >= self._pause_frames:
+                    events.append(SpeechResumed())
                 self._silent_run = 0
                 self._last_voiced_frame = index
             else:
                 self._silent_run += 1
+                if self._silent_run == self._pause_frames:
+                    keep = self._last_voiced_frame - self._utterance_first_frame + 1 + self._silent_run
+                    paused = np.concatenate(self._utterance[:keep])
+                    events.append(SpeechPaused(self.speech_end_s, paused, self.utterance_first_sample))
             if self._silent_run >= self._end_frames:
-                events.append(SpeechEnded(self.speech_end_s, self.finish_utterance(), "end_of_speech"))
+                events.append(self._ended("end_of_speech"))
             elif len(self._utterance) >= self._max_frames:
-                events.append(SpeechEnded(self.speech_end_s, self.finish_utterance(), "max_duration"))
+                events.append(self._ended("max_duration"))
         self._pending = data[n * FRAME_SAMPLES :].copy()
         return events
+
+    def _ended(self, reason: str) -> SpeechEnded:
+        first_sample = self.utterance_first_sample
+        return SpeechEnded(self.speech_end_s, self.finish_utterance(), reason, first_sample)
 
     def finish_utterance(self) -> np.ndarray:
         """End the current utterance now (end of speech or a flush) and return its audio."""
@@ -147,3 +183,30 @@ class UtteranceSegmenter:
         self._lookback.clear()
         self._pre_frames.clear()
         return np.concatenate(frames) if frames else np.zeros(0, dtype=np.float32)
+
+
+class AudioHistory:
+    """The last `seconds` of a stream's 16 kHz audio, addressed by stream position (in samples)."""
+
+    def __init__(self, *, seconds: float) -> None:
+        self._buffer = np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+        self.end = 0
+        """Stream position just after the last sample pushed."""
+
+    @property
+    def start(self) -> int:
+        """The oldest stream position still held."""
+        return max(0, self.end - len(self._buffer))
+
+    def push(self, audio: np.ndarray) -> None:
+        size = len(self._buffer)
+        end = self.end + len(audio)
+        kept = audio[-size:]
+        self._buffer[np.arange(end - len(kept), end) % size] = kept
+        self.end = end
+
+    def between(self, start: int, end: int) -> np.ndarray:
+        """Samples from `start` to `end` (stream positions); raises ValueError if no longer held."""
+        if start < self.start or end > self.end or start > end:
+            raise ValueError(f"audio {start}..{end} is not held ({self.start}..{self.end})")
+        return self._buffer[np.arange(start, end) % len(self._buffer)]

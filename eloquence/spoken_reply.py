@@ -1,0 +1,194 @@
+"""A streamed LLM reply shaped for speech: a short first clause, whole sentences, a bounded length.
+
+`SpokenReply` sits between the LLM and the TTS (the agent's `llm_node`):
+- **First audio sooner.** The first clause (up to the first `,` `;` `:` or sentence end) streams
+  as it comes and is followed by a `FlushSentinel`: the framework synthesizes it as a segment of
+  its own, so the TTS starts on a few words instead of a whole sentence. The rest is synthesized
+  while that clause plays.
+- **Whole sentences.** After the first clause, text is released one complete sentence at a time.
+  A reply cut by the token budget (`max_tokens`) drops its unfinished sentence: it ends at a
+  sentence boundary, never mid-word.
+- **Bounded.** The reply ends after `max_sentences` sentences (more when the user asks for
+  detail), or at its first repeated sentence (small models loop). Ending it closes the LLM
+  stream, which stops the generation and frees the CPU for the audio.
+
+Tool calls, usage chunks and `FlushSentinel`s pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+
+from livekit.agents import llm
+from livekit.agents.types import FlushSentinel
+
+# a sentence ends on . ! ? … (and closing quotes or brackets) followed by whitespace
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”»)\]]*\s")
+_CLAUSE_END = re.compile(r"[.!?…,;:]+[\"'”»)\]]*\s")
+_ENDS_SENTENCE = re.compile(r"[.!?…]+[\"'”»)\]]*\s*$")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_ASKS_FOR_MORE = re.compile(
+    r"\b(in detail|more detail|details|tell me more|explain|step by step|longer|examples?"
+    r"|en détail|plus de détails|dis-m'en plus|explique|étape par étape|exemples?)\b",
+    re.IGNORECASE,
+)
+
+DEFAULT_MAX_SENTENCES = 3
+MORE_SENTENCES = 6
+
+
+@dataclass(frozen=True)
+class SpokenReplyOptions:
+    max_tokens: int | None = None
+    """The LLM's token budget: a reply that used all of it was cut, and loses its last,
+    unfinished sentence. None: never treated as cut."""
+    max_sentences: int | None = DEFAULT_MAX_SENTENCES
+    """Sentences in a reply (None: no limit)."""
+    more_sentences: int | None = MORE_SENTENCES
+    """The limit when the user asks for detail ("explain", "step by step", "en détail"...)."""
+    first_clause_words: int = 2
+    """Words the first clause needs before a `,` `;` `:` may end it (a sentence end always does)."""
+
+
+def asks_for_more(user_text: str) -> bool:
+    """Whether the user asked for a longer answer."""
+    return bool(_ASKS_FOR_MORE.search(user_text))
+
+
+def _normalized(sentence: str) -> str:
+    return " ".join(_WORD.findall(sentence.lower()))
+
+
+class SpokenReply:
+    """The shaping state of one reply: `push` text as it streams, `end` once the LLM is done.
+
+    Both return the pieces to speak, in order: text, and a `FlushSentinel` after the first clause.
+    """
+
+    def __init__(self, options: SpokenReplyOptions, *, max_sentences: int | None = None) -> None:
+        self._opts = options
+        self._max_sentences = max_sentences if max_sentences is not None else options.max_sentences
+        self._first_clause = True
+        self._said_first = ""  # the first clause's text released so far
+        self._pending = ""  # received, not yet released
+        self._sentence_start = ""  # released part of the sentence in progress
+        self._sentences: list[str] = []  # the reply's complete sentences, normalized
+        self.done = False
+        """True once the reply is complete (sentence limit or repeated sentence): stop the LLM."""
+        self.stopped_on: str | None = None
+        """Why the reply ended early: `sentences` or `repeat`."""
+
+    def push(self, text: str) -> list[str | FlushSentinel]:
+        if self.done or not text:
+            return []
+        self._pending += text
+        if not self._first_clause:
+            return self._release_sentences()
+        end = self._first_clause_end(self._said_first + self._pending)
+        if end is None:
+            # streams on up to the last whole word: the TTS waits for the clause anyway
+            cut = max(self._pending.rfind(" "), self._pending.rfind("\n")) + 1
+            out: list[str | FlushSentinel] = [self._pending[:cut]] if cut else []
+            self._said_first += self._pending[:cut]
+            self._pending = self._pending[cut:]
+            return out
+        k = end - len(self._said_first)
+        clause, self._pending = self._pending[:k], self._pending[k:]
+        self._said_first += clause
+        self._first_clause = False
+        out = [clause, FlushSentinel()]
+        start = 0
+        for m in _SENTENCE_END.finditer(self._said_first):
+            self._sentences.append(_normalized(self._said_first[start : m.end()]))
+            start = m.end()
+        self._sentence_start = self._said_first[start:]
+        if self._max_sentences is not None and len(self._sentences) >= self._max_sentences:
+            self._stop("sentences")
+            return out
+        return out + self._release_sentences()
+
+    def end(self, *, cut: bool) -> list[str | FlushSentinel]:
+        """The LLM finished; `cut`: by its token budget (the last sentence is unfinished)."""
+        if self.done:
+            return []
+        self.done = True
+        tail, self._pending = self._pending, ""
+        if not tail.strip():
+            return []
+        if not cut or _ENDS_SENTENCE.search(tail):
+            return [] if self._is_repeat(self._sentence_start + tail) else [tail]
+        if self._first_clause or self._sentences:
+            return []  # a word fragment, or an unfinished sentence after whole ones: dropped
+        # only the first clause of an unfinished first sentence was said: end on its last clause
+        clause_ends = [m.end() for m in _CLAUSE_END.finditer(tail)]
+        return [tail[: clause_ends[-1]]] if clause_ends else []
+
+    # --------------------------------------------------------------------------------------
+
+    def _first_clause_end(self, text: str) -> int | None:
+        for m in _CLAUSE_END.finditer(text):
+            words = len(_WORD.findall(text[: m.start()]))
+            is_sentence = _SENTENCE_END.fullmatch(m.group()) is not None
+            if words >= 1 and (is_sentence or words >= self._opts.first_clause_words):
+                return m.end()
+        return None
+
+    def _release_sentences(self) -> list[str | FlushSentinel]:
+        out: list[str | FlushSentinel] = []
+        while not self.done and (m := _SENTENCE_END.search(self._pending)):
+            sentence, rest = self._pending[: m.end()], self._pending[m.end() :]
+            whole = self._sentence_start + sentence
+            if self._is_repeat(whole):
+                self._stop("repeat")
+                break
+            out.append(sentence)
+            self._pending, self._sentence_start = rest, ""
+            self._sentences.append(_normalized(whole))
+            if self._max_sentences is not None and len(self._sentences) >= self._max_sentences:
+                self._stop("sentences")
+        return out
+
+    def _is_repeat(self, sentence: str) -> bool:
+        norm = _normalized(sentence)
+        return bool(norm) and norm in self._sentences
+
+    def _stop(self, why: str) -> None:
+        self.done = True
+        self.stopped_on = why
+        self._pending = ""
+
+
+async def shape_for_speech(
+    chunks: AsyncIterable[llm.ChatChunk | str | FlushSentinel],
+    options: SpokenReplyOptions,
+    *,
+    user_text: str = "",
+) -> AsyncIterator[llm.ChatChunk | str | FlushSentinel]:
+    """An `llm_node`'s output shaped by `SpokenReply`; returns early (closing the LLM) when done."""
+    limit = options.more_sentences if asks_for_more(user_text) else options.max_sentences
+    reply = SpokenReply(options, max_sentences=limit)
+    cut = False
+    async for chunk in chunks:
+        if isinstance(chunk, FlushSentinel):
+            for piece in reply.end(cut=False):
+                yield piece
+            yield chunk
+            reply = SpokenReply(options, max_sentences=limit)
+            continue
+        text = chunk if isinstance(chunk, str) else (chunk.delta.content if chunk.delta else None)
+        if isinstance(chunk, llm.ChatChunk):
+            if chunk.usage is not None and options.max_tokens is not None:
+                cut = chunk.usage.completion_tokens >= options.max_tokens
+            if chunk.delta is not None and (chunk.delta.tool_calls or chunk.delta.extra):
+                yield chunk.model_copy(update={"delta": chunk.delta.model_copy(update={"content": None})})
+            elif chunk.usage is not None:
+                yield llm.ChatChunk(id=chunk.id, usage=chunk.usage)
+        if text:
+            for piece in reply.push(text):
+                yield piece
+            if reply.done:
+                return
+    for piece in reply.end(cut=cut):
+        yield piece
