@@ -231,9 +231,14 @@ def prewarm(proc: JobProcess) -> None:
     """Runs once per job process before any job: loads the Silero VAD and reads the settings.
 
     Nothing else is loaded here: the default turn detector (`transcript`) has no model, and
-    `eot`'s audio model loads in the session that uses it."""
+    `eot`'s audio model loads in the session that uses it. The local LLM server's prompt cache
+    gets every exercise's opening, in the background (llm_warmup.py): the first turn after
+    `eloquence up` pays no full prefill."""
+    from .llm_warmup import warm_llm_prompts_in_background
+
     proc.userdata["vad"] = inference.VAD(model="silero")
-    proc.userdata["settings"] = AppSettings()
+    proc.userdata["settings"] = settings = AppSettings()
+    warm_llm_prompts_in_background(settings)
 
 
 async def entrypoint(ctx: JobContext) -> None:

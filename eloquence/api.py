@@ -512,19 +512,23 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
         }
 
     def post(
-        summary: str, required: list[str], props: dict[str, Any], response: dict[str, Any], *codes: int
+        summary: str,
+        required: list[str],
+        props: dict[str, Any],
+        response: dict[str, Any],
+        *codes: int,
+        any_of: list[str] | None = None,
     ) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": "object", "required": required, "properties": props}
+        if any_of:  # at least one of these fields
+            body["anyOf"] = [{"required": [name]} for name in any_of]
         return {
             "post": {
                 "summary": summary,
                 "security": [{"bearerAuth": []}],
                 "requestBody": {
                     "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {"type": "object", "required": required, "properties": props}
-                        }
-                    },
+                    "content": {"application/json": {"schema": body}},
                 },
                 "responses": {
                     "200": {
@@ -571,13 +575,14 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
                 429,
                 502,
                 503,
+                any_of=["agent_id", "exercise_type"],
             ),
             "/api/livekit/job-notification": post(
                 "Dispatch the coach to an existing room.",
                 ["agent_id", "room_name"],
                 {
                     "agent_id": identifier,
-                    "room_name": string,
+                    "room_name": {"type": "string", "pattern": ROOM_NAME_RE.pattern, "maxLength": 128},
                     "exercise_type": exercise,
                     "user_id": identifier,
                     "config": config,

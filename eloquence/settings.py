@@ -15,7 +15,7 @@ class AppSettings(BaseSettings):
         "http://127.0.0.1:5002", validation_alias=AliasChoices("AZURE_TTS_URL", "PIPER_TTS_URL")
     )
     azure_tts_fallback_url: str | None = Field(None, validation_alias="AZURE_TTS_FALLBACK_URL")
-    mistral_api_key: str | None = Field(None, validation_alias="MISTRAL_API_KEY")
+    mistral_api_key: str | None = Field(None, validation_alias="MISTRAL_API_KEY", repr=False)
     mistral_base_url: str | None = Field(None, validation_alias="MISTRAL_BASE_URL")
     mistral_model: str | None = Field(None, validation_alias="MISTRAL_MODEL")
     local_llm_url: str = Field("http://127.0.0.1:8004", validation_alias="LOCAL_LLM_URL")

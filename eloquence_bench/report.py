@@ -170,14 +170,69 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.0f}" if isinstance(v, (int, float)) else str(v)
 
 
+def _row(cells: Iterable[Any]) -> str:
+    return "|" + "|".join(f" {c} " if c != "" else " " for c in cells) + "|"
+
+
+def _table(title: str | None, columns: list[str], rows: Iterable[list[Any]]) -> list[str]:
+    """A markdown table (under a `###` title when there is one), then a blank line."""
+    head = [f"### {title}", ""] if title else []
+    return [*head, _row(columns), "|" + "---|" * len(columns), *(_row(r) for r in rows), ""]
+
+
+def _ratio(c: dict[str, Any]) -> Any:
+    return c["ratio"] if c["ratio"] is not None else "–"
+
+
 def _stage_table(title: str, stages: dict[str, dict[str, Any]]) -> list[str]:
-    lines = [f"### {title}", "", "| stage | n | p50 ms | p95 ms | max ms |", "|---|---|---|---|---|"]
-    for name, s in stages.items():
-        lines.append(
-            f"| {STAGE_LABELS.get(name, name)} | {s['n']} | {_fmt(s['p50_ms'])} | {_fmt(s['p95_ms'])} "
-            f"| {_fmt(s['max_ms'])} |"
-        )
-    return lines + [""]
+    rows = [
+        [STAGE_LABELS.get(name, name), s["n"], _fmt(s["p50_ms"]), _fmt(s["p95_ms"]), _fmt(s["max_ms"])]
+        for name, s in stages.items()
+    ]
+    return _table(title, ["stage", "n", "p50 ms", "p95 ms", "max ms"], rows)
+
+
+def _peer_rows(peers: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name, p in peers.items():
+        comps = p.get("comparison") or {}
+        version = p.get("version", "–")
+        if p.get("status") != "ok" or not comps:
+            rows.append([name, version, f"{p.get('status')}: {p.get('reason', '')}", "", "", "", ""])
+        for measure, c in comps.items():
+            rows.append(
+                [name, version, "ok", measure, _fmt(c["ours_p50_ms"]), _fmt(c["theirs_p50_ms"]), _ratio(c)]
+            )
+    return rows
+
+
+def _concurrency_tables(conc: dict[str, Any]) -> list[str]:
+    def p50_p95(stage: dict[str, Any]) -> str:
+        return f"{_fmt(stage['p50_ms'])} / {_fmt(stage['p95_ms'])}"
+
+    levels = [
+        [
+            n,
+            level["turns"],
+            level["errors"],
+            f"{level.get('llm_retries', 0)}/{level.get('tts_retries', 0)}",
+            p50_p95(level["stages"]["stt_final"]),
+            p50_p95(level["stages"]["e2e"]),
+            level["resources"].get("system_cpu_percent_mean"),
+        ]
+        for n, level in conc.items()
+    ]
+    services = [
+        [n, svc, u["cpu_percent_mean"], f"{u['rss_mb_start']} → {u['rss_mb_max']}"]
+        for n, level in conc.items()
+        for svc, u in level["resources"]["services"].items()
+        if u.get("samples")
+    ]
+    columns = ["sessions", "turns", "errors", "retries LLM/TTS", "STT final p50/p95 ms", "e2e p50/p95 ms"]
+    title = "Concurrency (sidecar loop, audio paced in real time)"
+    return _table(title, [*columns, "system CPU %"], levels) + _table(
+        None, ["sessions", "service", "CPU % mean", "RSS MiB start → max"], services
+    )
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -214,78 +269,42 @@ def markdown(result: dict[str, Any]) -> str:
         lines += _stage_table("Sidecar loop (the wire protocols, no AgentSession)", loop["stages"])
     overhead = result.get("baselines", {}).get("overhead", {})
     if overhead:
-        lines += [
-            "### Ours against the raw engines (p50)",
-            "",
-            "| hop | ours ms | raw ms | added ms | ratio |",
-            "|---|---|---|---|---|",
+        rows = [
+            [name, _fmt(c["ours_p50_ms"]), _fmt(c["theirs_p50_ms"]), _fmt(c["added_ms"]), _ratio(c)]
+            for name, c in overhead.items()
         ]
-        for name, c in overhead.items():
-            lines.append(
-                f"| {name} | {_fmt(c['ours_p50_ms'])} | {_fmt(c['theirs_p50_ms'])} | "
-                f"{_fmt(c['added_ms'])} | {c['ratio'] if c['ratio'] is not None else '–'} |"
-            )
-        lines.append("")
+        columns = ["hop", "ours ms", "raw ms", "added ms", "ratio"]
+        lines += _table("Ours against the raw engines (p50)", columns, rows)
     peers = result.get("peers", {})
     if peers:
-        lines += [
-            "### Peers (same models, inputs, pacing and clock)",
-            "",
-            "| peer | version | status | measure | ours p50 ms | theirs p50 ms | ratio ours/theirs |",
-            "|---|---|---|---|---|---|---|",
+        columns = [
+            "peer",
+            "version",
+            "status",
+            "measure",
+            "ours p50 ms",
+            "theirs p50 ms",
+            "ratio ours/theirs",
         ]
-        for name, p in peers.items():
-            comps = p.get("comparison") or {}
-            if p.get("status") != "ok" or not comps:
-                lines.append(
-                    f"| {name} | {p.get('version', '–')} | {p.get('status')}: {p.get('reason', '')} | | | | |"
-                )
-            for measure, c in comps.items():
-                lines.append(
-                    f"| {name} | {p.get('version', '–')} | ok | {measure} | {_fmt(c['ours_p50_ms'])} | "
-                    f"{_fmt(c['theirs_p50_ms'])} | {c['ratio'] if c['ratio'] is not None else '–'} |"
-                )
-        lines.append("")
-    conc = result.get("concurrency", {})
-    if conc:
-        lines += [
-            "### Concurrency (sidecar loop, audio paced in real time)",
-            "",
-            "| sessions | turns | errors | retries LLM/TTS | STT final p50/p95 ms | e2e p50/p95 ms "
-            "| system CPU % |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for n, level in conc.items():
-            st = level["stages"]
-            lines.append(
-                f"| {n} | {level['turns']} | {level['errors']} "
-                f"| {level.get('llm_retries', 0)}/{level.get('tts_retries', 0)} "
-                f"| {_fmt(st['stt_final']['p50_ms'])} / {_fmt(st['stt_final']['p95_ms'])} "
-                f"| {_fmt(st['e2e']['p50_ms'])} / {_fmt(st['e2e']['p95_ms'])} | "
-                f"{level['resources'].get('system_cpu_percent_mean')} |"
-            )
-        lines += ["", "| sessions | service | CPU % mean | RSS MiB start → max |", "|---|---|---|---|"]
-        for n, level in conc.items():
-            for svc, u in level["resources"]["services"].items():
-                if u.get("samples"):
-                    lines.append(
-                        f"| {n} | {svc} | {u['cpu_percent_mean']} | {u['rss_mb_start']} → {u['rss_mb_max']} |"
-                    )
-        lines.append("")
+        lines += _table("Peers (same models, inputs, pacing and clock)", columns, _peer_rows(peers))
+    if result.get("concurrency"):
+        lines += _concurrency_tables(result["concurrency"])
     soak = result.get("soak")
     if soak:
-        lines += [
-            f"### Soak ({soak['turns_per_session']} turns × {soak['sessions']} sessions)",
-            "",
-            "| service | RSS after warm-up MiB | RSS end MiB | slope MiB/100 turns | grows |",
-            "|---|---|---|---|---|",
+        rows = [
+            [
+                svc,
+                g.get("rss_mb_after_warmup"),
+                g.get("rss_mb_end"),
+                g.get("slope_mb_per_100_turns"),
+                g.get("grows"),
+            ]
+            for svc, g in soak["memory_growth"].items()
         ]
-        for svc, g in soak["memory_growth"].items():
-            lines.append(
-                f"| {svc} | {g.get('rss_mb_after_warmup')} | {g.get('rss_mb_end')} | "
-                f"{g.get('slope_mb_per_100_turns')} | {g.get('grows')} |"
-            )
-        lines.append("")
+        columns = ["service", "RSS after warm-up MiB", "RSS end MiB", "slope MiB/100 turns", "grows"]
+        lines += _table(
+            f"Soak ({soak['turns_per_session']} turns × {soak['sessions']} sessions)", columns, rows
+        )
     if result.get("notes"):
         lines += ["### Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
     return "\n".join(lines)

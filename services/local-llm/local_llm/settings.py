@@ -27,8 +27,10 @@ class LocalLLMSettings(SidecarSettings):
     """llama-cpp-python chat format; empty uses the template embedded in the GGUF."""
     threads: int = Field(1, ge=1)
     """Threads for token generation: one leaves a core to Piper and Whisper while a reply streams."""
-    batch_threads: int = Field(2, ge=1)
-    """Threads for prompt evaluation, the part of time to first token that parallelizes."""
+    batch_threads: int = Field(1, ge=1)
+    """Threads for prompt evaluation. One: llama.cpp's threads wait for each other by spinning, so
+    on two cores shared with whisper and piper a second thread made the time to first token 3 to
+    6 times longer whenever another process wanted the CPU (measured, see issue 11)."""
     context_size: int = Field(2048, ge=128)
     max_tokens: int = Field(256, ge=1)
     """Cap on generated tokens per request (also the default when a request names none)."""

@@ -100,7 +100,8 @@ class NoiseFilter:
         return None
 
     def _looping_segments(self, segments: tuple[TranscriptSegment, ...]) -> set[int]:
-        """Indexes of the repeats when one text fills `repetition_max` or more segments in a row (the first stays)."""
+        """Indexes of the repeats when one text fills `repetition_max` or more segments in a row
+        (the first stays)."""
         looping: set[int] = set()
         run_start = 0
         texts = [normalize(s.text) for s in segments]

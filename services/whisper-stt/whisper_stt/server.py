@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from sidecar_common.app import SidecarAPI, open_websocket
 from sidecar_common.audio import AudioFormatError, decode_audio
 from sidecar_common.http import SidecarError
-from whisper_stt.metrics import WhisperMetrics
 from whisper_stt.language_models import LanguageModels
+from whisper_stt.metrics import WhisperMetrics
 from whisper_stt.model import DEFAULT_TEMPERATURES, SAMPLE_RATE, UnsupportedLanguageError
 from whisper_stt.noise_filter import NoiseFilter
 from whisper_stt.recognizer import MIN_AUDIO_S, SpeechRecognizer
