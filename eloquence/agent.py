@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from livekit.agents import (
     Agent,
@@ -51,18 +51,22 @@ from .keys import sidecar_key
 from .metadata import SessionMetadata, parse_metadata
 from .settings import AppSettings
 from .spoken_reply import SpokenReplyOptions, shape_for_speech
+from .timeline import TurnTimeline
 from .turn_limits import RateLimitedNodes, UserLimits, process_rate_limits
+from .turn_recovery import RecoveringLLMNode
 
 if TYPE_CHECKING:
     from livekit.agents import AgentServer
 
 logger = logging.getLogger("eloquence.agent")
+_T = TypeVar("_T")
 
 
-class CoachAgent(RateLimitedNodes, Agent):
+class CoachAgent(RateLimitedNodes, RecoveringLLMNode, Agent):
     """One agent for every exercise: the registry entry supplies persona, greeting and tools.
 
-    Its STT, LLM and TTS nodes count the user's units when `user_limits` is set (turn_limits.py).
+    Its STT, LLM and TTS nodes count the user's units when `user_limits` is set (turn_limits.py);
+    an LLM that fails for good gets a spoken apology, not silence (turn_recovery.py).
     Its replies are shaped for speech (spoken_reply.py): a short first clause synthesized on its
     own, whole sentences, `spoken_reply.max_sentences` at most. `spoken_reply` defaults to the
     settings' (`spoken_reply_options(AppSettings())`)."""
@@ -79,22 +83,76 @@ class CoachAgent(RateLimitedNodes, Agent):
         self.spoken_reply = spoken_reply or spoken_reply_options(AppSettings())
         super().__init__(instructions=exercise.instructions(self.language), tools=list(exercise.tools))
         self.greeting_handle: SpeechHandle | None = None
+        self.timeline: TurnTimeline | None = None
+        """Set by `eloquence talk` and the bench: the nodes mark the turn's instants on it."""
 
     async def llm_node(
         self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
     ) -> AsyncIterator[llm.ChatChunk | str | FlushSentinel]:
+        timeline = self.timeline
+        if timeline is not None:
+            timeline.mark("llm_request")
         user_text = next(
             (m.text_content or "" for m in reversed(chat_ctx.messages()) if m.role == "user"), ""
         )
-        async with contextlib.aclosing(super().llm_node(chat_ctx, tools, model_settings)) as chunks:
-            async for piece in shape_for_speech(chunks, self.spoken_reply, user_text=user_text):
+        async with _closing(super().llm_node(chat_ctx, tools, model_settings)) as chunks:
+            source = chunks if timeline is None else _marking_first_token(chunks, timeline)
+            handed = False  # the first clause went to the TTS (a reply without one: at its end)
+            async for piece in shape_for_speech(source, self.spoken_reply, user_text=user_text):
+                if timeline is not None and not handed and isinstance(piece, FlushSentinel):
+                    handed = True
+                    timeline.mark("tts_text")
                 yield piece
+            if timeline is not None and not handed:
+                timeline.mark("tts_text")
+
+    async def tts_node(self, text: AsyncIterable[str], model_settings: ModelSettings) -> AsyncIterator[Any]:
+        timeline = self.timeline
+        if timeline is None:
+            async with _closing(super().tts_node(text, model_settings)) as frames:
+                async for frame in frames:
+                    yield frame
+            return
+
+        async def marked_text() -> AsyncIterator[str]:
+            first = True
+            async for chunk in text:
+                if first and chunk.strip():
+                    first = False
+                    timeline.mark("tts_request")  # the provider sends text on a pooled socket at once
+                yield chunk
+
+        first_frame = True
+        async with _closing(super().tts_node(marked_text(), model_settings)) as frames:
+            async for frame in frames:
+                if first_frame:
+                    first_frame = False
+                    timeline.mark("tts_first_audio")
+                yield frame
 
     async def on_enter(self) -> None:
         # the greeting is a fixed sentence: said, not generated, so it costs no LLM call
         self.greeting_handle = self.session.say(
             self.exercise.greeting(self.language), allow_interruptions=True
         )
+
+
+def _closing(it: AsyncIterator[_T]) -> contextlib.aclosing[AsyncGenerator[_T, None]]:
+    """`contextlib.aclosing` for a node's output (typed as an iterator, made by an async generator)."""
+    return contextlib.aclosing(cast(AsyncGenerator[_T, None], it))
+
+
+async def _marking_first_token(
+    chunks: AsyncIterable[llm.ChatChunk | str | FlushSentinel], timeline: TurnTimeline
+) -> AsyncIterator[llm.ChatChunk | str | FlushSentinel]:
+    marked = False
+    async for chunk in chunks:
+        if not marked:
+            delta = getattr(chunk, "delta", None)
+            if chunk if isinstance(chunk, str) else getattr(delta, "content", None):
+                marked = True
+                timeline.mark("llm_first_token")
+        yield chunk
 
 
 def spoken_reply_options(settings: AppSettings) -> SpokenReplyOptions:

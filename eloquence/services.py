@@ -41,6 +41,15 @@ class ServiceDefinition:
     health_path: str = "/health"
     env: Mapping[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 120.0
+    cpu_weight: int = 100
+    """Relative CPU weight under contention (100: normal). Latency-critical services (the final
+    transcript, the first audio, the agent's audio loop) keep 100; bulk work gets less. Compose
+    carries it as `cpu_shares` (`compose_cpu_shares`), Kubernetes as the CPU request's share."""
+
+    @property
+    def compose_cpu_shares(self) -> int:
+        """docker-compose `cpu_shares` (1024 is Docker's default weight)."""
+        return 1024 * self.cpu_weight // 100
 
     def argv(
         self, *, host: str = "127.0.0.1", port: int | None = None, python: str = sys.executable
@@ -79,6 +88,9 @@ LOCAL_LLM = ServiceDefinition(
     default_port=8004,
     url_env="LOCAL_LLM_URL",
     port_env="LOCAL_LLM_PORT",
+    # the rest of a reply is bulk work: it only has to stay ahead of playback (the service also
+    # lowers its generation thread's priority after the first clause: LLM_DECODE_NICE)
+    cpu_weight=50,
 )
 API = ServiceDefinition(
     name="api",
@@ -87,6 +99,7 @@ API = ServiceDefinition(
     default_port=8003,
     port_env="API_PORT",
     health_path="/api/livekit/health",
+    cpu_weight=50,  # token requests are not on the audio path
 )
 AGENT = ServiceDefinition(
     name="agent",
@@ -172,7 +185,10 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            start_new_session=True,
+            # a process group of its own (so that `down` can signal it and its children) but the
+            # launcher's session: Linux's autogroup scheduling shares the CPU between sessions
+            # first, which would make the LLM's lowered thread priority count for nothing
+            process_group=0,
         )
         log.close()
 

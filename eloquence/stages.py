@@ -1,4 +1,4 @@
-"""The latency stages of one turn, named once.
+"""The latency stages of one turn, and the marks of its timeline, named once.
 
 Each stage has one key. The bench uses it as is (`bench.json`: `stages.<key>`,
 `turns[].stages.<key>`); the client `metrics` message and the `eloquence talk` report use it
@@ -37,3 +37,27 @@ STAGES: tuple[Stage, ...] = (
     Stage("e2e", "e2e_latency", "assistant", "end of speech → first audio"),
 )
 STAGE_KEYS: tuple[str, ...] = tuple(stage.key for stage in STAGES)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One instant of a turn's timeline (eloquence/timeline.py), in ms after the end of speech."""
+
+    key: str
+    label: str
+
+
+TIMELINE: tuple[Mark, ...] = (
+    Mark("last_voiced_input", "last voiced input sample"),
+    Mark("vad_end_of_speech", "VAD end of speech"),
+    Mark("stt_flush_sent", "STT flush sent"),
+    Mark("stt_final", "STT final received"),
+    Mark("turn_committed", "turn committed"),
+    Mark("llm_request", "LLM request sent"),
+    Mark("llm_first_token", "LLM first token"),
+    Mark("tts_text", "first clause handed to the TTS"),
+    Mark("tts_request", "TTS request sent"),
+    Mark("tts_first_audio", "first audio from the TTS sidecar"),
+    Mark("output_first_frame", "first frame captured by the output"),
+)
+TIMELINE_KEYS: tuple[str, ...] = tuple(mark.key for mark in TIMELINE)

@@ -27,7 +27,7 @@ import numpy as np
 
 from .exercises import Exercise, UnknownExerciseError, get_exercise
 from .settings import AppSettings
-from .stages import STAGES
+from .stages import STAGES, TIMELINE
 from .wav_io import SAMPLE_RATE, WavFormatError, read_wav
 
 logger = logging.getLogger("eloquence.talk")
@@ -73,6 +73,8 @@ class TalkReport:
     reply_offset_s: float | None = None
     """Where the reply starts in the output WAV (the greeting comes first)."""
     reply_audio_s: float = 0.0
+    timeline: dict[str, float | None] = field(default_factory=dict)
+    """The turn's instants in ms after t0, keyed as `eloquence.stages.TIMELINE` (eloquence/timeline.py)."""
     output_path: str | None = None
     output_sample_rate: int | None = None
 
@@ -126,8 +128,15 @@ async def run_talk_turn(
     lets a caller reuse warm providers across turns; otherwise they are built from `settings`
     (and `llm_endpoint`, a `providers.endpoints.MistralEndpoint`) and closed at the end.
     """
-    from .agent import CoachAgent, build_pipeline, build_session, default_turn_handling
+    from .agent import (
+        CoachAgent,
+        build_pipeline,
+        build_session,
+        default_turn_handling,
+        spoken_reply_options,
+    )
     from .client_messages import ClientMessages, turn_metrics
+    from .timeline import TurnTimeline
     from .wav_io import WavAudioInput, WavAudioOutput
 
     settings = settings or AppSettings()
@@ -155,6 +164,9 @@ async def run_talk_turn(
     session.output.audio = speaker
     messages = ClientMessages()
     messages.attach(session)
+    timeline = TurnTimeline()
+    timeline.attach(session)
+    detach_stt = timeline.attach_stt(pipeline.stt)
 
     observed = _Observed()
 
@@ -176,7 +188,8 @@ async def run_talk_turn(
     session.on("error", on_error)
     session.on("close", on_close)
 
-    agent = CoachAgent(exercise=exercise_obj, language=lang)
+    agent = CoachAgent(exercise=exercise_obj, language=lang, spoken_reply=spoken_reply_options(settings))
+    agent.timeline = timeline
     try:
         await session.start(agent=agent)
         # the greeting is spoken first; the measured turn is the user's
@@ -217,6 +230,7 @@ async def run_talk_turn(
                 settle_until = time.monotonic() + settle_s
     finally:
         mic.close()
+        detach_stt()
         with contextlib.suppress(Exception):
             await session.aclose()
         await messages.aclose()
@@ -276,6 +290,7 @@ async def run_talk_turn(
         pacing_max_early_ms=round(mic.max_early_s * 1000, 2),
         reply_offset_s=round(reply_segment.offset_s, 3) if reply_segment is not None else None,
         reply_audio_s=round(sum(s.duration_s for s in voiced_segments), 3),
+        timeline=timeline.resolve(t0, reply_segment.first_voiced_at if reply_segment is not None else None),
         output_path=written,
         output_sample_rate=speaker.output_sample_rate,
     )
@@ -318,6 +333,14 @@ def _print_report(report: TalkReport, *, input_path: str) -> None:
         value = getattr(report.timings, stage.field)
         stages.add_row(stage.label, "—" if value is None else f"{value:.0f}")
     console.print(stages)
+
+    marks = Table(title="timeline (ms after the last voiced input sample)")
+    marks.add_column("instant")
+    marks.add_column("ms", justify="right")
+    for mark in TIMELINE:
+        value = report.timeline.get(mark.key)
+        marks.add_row(mark.label, "—" if value is None else f"{value:.0f}")
+    console.print(marks)
     if report.output_path:
         console.print(f"reply audio: {report.output_path} ({report.reply_audio_s:.1f} s of speech)")
 

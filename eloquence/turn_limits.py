@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from livekit import rtc
-from livekit.agents import Agent, ModelSettings, llm, stt
+from livekit.agents import ModelSettings, llm, stt
 from livekit.agents.types import FlushSentinel
 
 from .rate_limits import RateLimits, per_second
@@ -180,7 +180,8 @@ def _last_user_text(chat_ctx: llm.ChatContext) -> str | None:
 
 
 class RateLimitedNodes:
-    """Mixin for an `Agent`: counts the user's units in the STT, LLM and TTS nodes.
+    """Mixin for an `Agent` (before `Agent` in the bases): counts the user's units in the STT, LLM
+    and TTS nodes, then hands over to the next class's node.
 
     Set `user_limits` (and `language`, for the "one moment" sentence) before the session starts;
     None turns the limits off.
@@ -192,17 +193,15 @@ class RateLimitedNodes:
     async def stt_node(
         self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
     ) -> AsyncIterator[stt.SpeechEvent]:
-        assert isinstance(self, Agent)
         if self.user_limits is not None:
             await self.user_limits.pace("stt")
-        async with contextlib.aclosing(Agent.default.stt_node(self, audio, model_settings)) as events:
+        async with contextlib.aclosing(super().stt_node(audio, model_settings)) as events:
             async for event in events:
                 yield event
 
     async def llm_node(
         self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
     ) -> AsyncIterator[llm.ChatChunk | str | FlushSentinel]:
-        assert isinstance(self, Agent)
         limits = self.user_limits
         if limits is not None:
             retry_after = await limits.take_reply(chat_ctx)
@@ -213,16 +212,13 @@ class RateLimitedNodes:
                 yield FlushSentinel()  # spoken now, not after the answer
                 if not await limits.wait_reply(chat_ctx, max_wait_s=MAX_LLM_WAIT_S):
                     return
-        async with contextlib.aclosing(
-            Agent.default.llm_node(self, chat_ctx, tools, model_settings)
-        ) as chunks:
+        async with contextlib.aclosing(super().llm_node(chat_ctx, tools, model_settings)) as chunks:
             async for chunk in chunks:
                 yield chunk
 
     async def tts_node(self, text: AsyncIterable[str], model_settings: ModelSettings) -> AsyncIterator[Any]:
-        assert isinstance(self, Agent)
         if self.user_limits is not None:
             text = self.user_limits.paced_sentences(text)
-        async with contextlib.aclosing(Agent.default.tts_node(self, text, model_settings)) as frames:
+        async with contextlib.aclosing(super().tts_node(text, model_settings)) as frames:
             async for frame in frames:
                 yield frame

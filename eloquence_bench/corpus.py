@@ -7,11 +7,20 @@ sha256 of each utterance goes into bench.json). The audio is resampled to 16 kHz
 trimmed to its speech, and given 250 ms of leading silence; the harness appends the trailing
 silence while it waits for the reply.
 
-Three sets:
+The sets:
 - `REPLY_SENTENCES`: 12 first sentences of coach replies, the text input of the TTS comparisons;
 - `QUESTIONS`: 25 questions (1.5 to about 8 s) with their ground-truth text;
 - `PAUSED`: 6 questions with a 400 to 700 ms pause inside the sentence, to count false
-  endpoints (the agent answering into the pause).
+  endpoints (the agent answering into the pause);
+- `VOICE_QUESTIONS`: 6 more questions, each in another voice of `VOICES` (espeak-ng voices and
+  the Piper voice at other rates): the tuning set's other voices;
+- `HELDOUT_QUESTIONS` and `HELDOUT_PAUSED`: 8 questions and 8 paused sentences in the same
+  voices, never used to tune anything (`Utterance.heldout`): the figures that say whether a
+  setting generalizes. espeak-ng pauses are SSML breaks inside one sentence (its intonation goes
+  on through the pause); Piper's are cut in after the words (`speech.speak_with_pause`).
+
+espeak-ng is a system package (`apt-get install espeak-ng`); without it the espeak-ng
+utterances are left out and bench.json says so.
 
 The WAVs are cached under `.eloquence/bench/corpus-<hash>/`, keyed by the texts and the
 synthesis settings, and re-made when either changes.
@@ -77,6 +86,62 @@ PAUSED: tuple[tuple[str, str, int], ...] = (
 )
 
 
+# Voices besides the fixtures' (Piper joe at its own rate): other voices and speaking rates.
+@dataclass(frozen=True)
+class Voice:
+    engine: str
+    """`piper` (the joe voice) or `espeak-ng`."""
+    name: str
+    rate: float
+    """Piper: length scale (> 1 is slower); espeak-ng: words per minute."""
+
+    @property
+    def label(self) -> str:
+        if self.engine == "piper":
+            return f"piper:{self.name}@x{self.rate:g}"
+        return f"espeak-ng:{self.name}@{self.rate:g}wpm"
+
+
+FIXTURE_VOICE = Voice("piper", "joe", 1.0)
+VOICES: tuple[Voice, ...] = (
+    Voice("espeak-ng", "en-us", 150),
+    Voice("espeak-ng", "en-gb-x-rp", 185),
+    Voice("espeak-ng", "en-us+f3", 210),
+    Voice("piper", "joe", 0.85),
+    Voice("piper", "joe", 1.2),
+    Voice("espeak-ng", "en-gb-scotland", 170),
+)
+
+VOICE_QUESTIONS: tuple[str, ...] = (
+    "How do I stop my voice from sounding flat?",
+    "What should I say first when I walk on stage?",
+    "Can you tell me how to slow down when I get excited?",
+    "How do I practice a presentation when I only have ten minutes?",
+    "Why do people say I mumble at the end of sentences?",
+    "What is a simple warm up before a phone interview?",
+)
+HELDOUT_QUESTIONS: tuple[str, ...] = (
+    "How can I make my closing line more memorable?",
+    "What do I do if my mind goes blank during a speech?",
+    "Is it better to stand still or walk around while presenting?",
+    "How do I stop apologizing at the start of every talk?",
+    "Can you give me one tip for speaking more clearly?",
+    "How loud should I be in a small meeting room?",
+    "What is the best way to rehearse a wedding speech?",
+    "How do I sound friendly without sounding nervous?",
+)
+HELDOUT_PAUSED: tuple[tuple[str, str, int], ...] = (
+    ("I would like to work on", "how I introduce myself.", 400),
+    ("Whenever I present to", "senior managers I freeze up.", 550),
+    ("Can you help me prepare for", "my talk on Thursday?", 700),
+    ("The part I find hardest is", "answering questions at the end.", 500),
+    ("I keep forgetting to", "look at the audience.", 650),
+    ("My manager told me that", "I speak too quietly.", 450),
+    ("Could you listen to", "my opening paragraph?", 600),
+    ("I am nervous about", "the question and answer session.", 700),
+)
+
+
 # First sentences of coach replies: the TTS inputs for the TTS-only comparisons (ours, raw
 # Piper, wyoming-piper). Each is synthesized once per system, so no cache serves a repeat.
 REPLY_SENTENCES: tuple[str, ...] = (
@@ -106,6 +171,9 @@ class Utterance:
     pause_ms: int = 0
     pause_start_s: float = 0.0
     """For `paused`: where the pause starts, in seconds from the start of the audio."""
+    voice: str = FIXTURE_VOICE.label
+    heldout: bool = False
+    """Never used to tune a setting: the generalization figures."""
 
     @property
     def duration_s(self) -> float:
@@ -122,6 +190,8 @@ class Utterance:
             "text": self.text,
             "duration_s": round(self.duration_s, 3),
             "sha256": self.sha256,
+            "voice": self.voice,
+            "heldout": self.heldout,
         }
         if self.kind == "paused":
             info.update(pause_ms=self.pause_ms, pause_start_s=round(self.pause_start_s, 3))
@@ -135,48 +205,135 @@ def synthesis_settings() -> dict[str, Any]:
         "noise_w_scale": 0.0,
         "sample_rate": SAMPLE_RATE,
         "lead_in_s": LEAD_IN_S,
+        "other_voices": [v.label for v in VOICES],
+        "espeak_ng": espeak_available(),
     }
 
 
-def _synthesize(text: str) -> np.ndarray:
-    """Speech for `text`, 16 kHz float32, trimmed to the first and last sample above -40 dBFS."""
-    audio = speak(text, sample_rate=SAMPLE_RATE)
+def _trimmed(audio: np.ndarray, what: str) -> np.ndarray:
     first, last = first_voiced_sample(audio), last_voiced_sample(audio)
     if first is None or last is None:
-        raise RuntimeError(f"Piper produced silence for {text!r}")
+        raise RuntimeError(f"the synthesizer produced silence for {what!r}")
     return audio[first : last + 1]
+
+
+def _synthesize(text: str, voice: Voice = FIXTURE_VOICE) -> np.ndarray:
+    """Speech for `text`, 16 kHz float32, trimmed to the first and last sample above -40 dBFS."""
+    if voice.engine == "espeak-ng":
+        return _trimmed(_espeak(text, voice), text)
+    scale = None if voice == FIXTURE_VOICE else voice.rate
+    return _trimmed(speak(text, sample_rate=SAMPLE_RATE, length_scale=scale), text)
+
+
+def voice_peak(audio: np.ndarray) -> float:
+    return float(np.max(np.abs(audio))) if audio.size else 0.0
+
+
+def _espeak(text: str, voice: Voice, *, ssml: bool = False) -> np.ndarray:
+    """espeak-ng speech at 16 kHz, peak at -6 dBFS (espeak-ng's own level is far lower than Piper's)."""
+    import subprocess
+
+    import soxr
+
+    from sidecar_common.pcm import pcm16_to_float
+
+    argv = ["espeak-ng", "-v", voice.name, "-s", str(int(voice.rate)), "--stdout", *(["-m"] if ssml else [])]
+    wav = subprocess.run([*argv, text], capture_output=True, check=True, timeout=60).stdout
+    if wav[:4] != b"RIFF" or len(wav) < 44:
+        raise RuntimeError(f"espeak-ng gave no WAV for {voice.label}")
+    rate = int.from_bytes(wav[24:28], "little")
+    audio = pcm16_to_float(wav[44 : 44 + (len(wav) - 44) // 2 * 2])
+    audio = soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32) if rate != SAMPLE_RATE else audio
+    peak = voice_peak(audio)
+    return (audio * (0.5 / peak)).astype(np.float32) if peak > 0 else audio
+
+
+def espeak_available() -> bool:
+    import shutil
+
+    return shutil.which("espeak-ng") is not None
 
 
 def _lead_in() -> np.ndarray:
     return np.zeros(int(LEAD_IN_S * SAMPLE_RATE), np.float32)
 
 
-def _question(index: int, text: str) -> Utterance:
+def _question(
+    index: int, text: str, voice: Voice = FIXTURE_VOICE, *, prefix: str = "q", heldout: bool = False
+) -> Utterance:
     return Utterance(
-        id=f"q{index:02d}",
+        id=f"{prefix}{index:02d}",
         text=text,
         kind="question",
-        samples=np.concatenate([_lead_in(), _synthesize(text)]),
+        samples=np.concatenate([_lead_in(), _synthesize(text, voice)]),
+        voice=voice.label,
+        heldout=heldout,
     )
 
 
-def _paused(index: int, first: str, second: str, pause_ms: int) -> Utterance:
-    head, tail = _synthesize(first), _synthesize(second)
+def _paused(
+    index: int,
+    first: str,
+    second: str,
+    pause_ms: int,
+    voice: Voice = FIXTURE_VOICE,
+    *,
+    prefix: str = "p",
+    heldout: bool = False,
+) -> Utterance:
     gap = np.zeros(SAMPLE_RATE * pause_ms // 1000, np.float32)
-    samples = np.concatenate([_lead_in(), head, gap, tail])
+    if voice.engine == "espeak-ng":
+        # one sentence with an SSML break: the intonation carries on through the pause
+        whole = _trimmed(
+            _espeak(f'<speak>{first} <break time="{pause_ms}ms"/> {second}</speak>', voice, ssml=True), first
+        )
+        head = _trimmed(_espeak(first, voice), first)
+        samples = np.concatenate([_lead_in(), whole])
+    else:
+        head, tail = _synthesize(first, voice), _synthesize(second, voice)
+        samples = np.concatenate([_lead_in(), head, gap, tail])
     return Utterance(
-        id=f"p{index:02d}",
+        id=f"{prefix}{index:02d}",
         text=f"{first} {second}",
         kind="paused",
         samples=samples,
         pause_ms=pause_ms,
         pause_start_s=(LEAD_IN_S * SAMPLE_RATE + head.size) / SAMPLE_RATE,
+        voice=voice.label,
+        heldout=heldout,
     )
 
 
 def _cache_key() -> str:
-    spec = json.dumps({"questions": QUESTIONS, "paused": PAUSED, **synthesis_settings()}, sort_keys=True)
+    spec = json.dumps(
+        {
+            "questions": QUESTIONS,
+            "paused": PAUSED,
+            "voice_questions": VOICE_QUESTIONS,
+            "heldout": [HELDOUT_QUESTIONS, HELDOUT_PAUSED],
+            **synthesis_settings(),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
+def _voiced_sets() -> list[Utterance]:
+    """The other voices' utterances: tuning questions, then the held-out questions and pauses."""
+    usable = [v for v in VOICES if v.engine != "espeak-ng" or espeak_available()]
+    if not usable:
+        return []
+
+    def voice(i: int) -> Voice:
+        return usable[i % len(usable)]
+
+    out = [_question(i, t, voice(i), prefix="v") for i, t in enumerate(VOICE_QUESTIONS)]
+    out += [_question(i, t, voice(i + 1), prefix="hq", heldout=True) for i, t in enumerate(HELDOUT_QUESTIONS)]
+    out += [
+        _paused(i, a, b, ms, voice(i + 2), prefix="hp", heldout=True)
+        for i, (a, b, ms) in enumerate(HELDOUT_PAUSED)
+    ]
+    return out
 
 
 def build_corpus(cache_root: Path | str = ".eloquence/bench") -> list[Utterance]:
@@ -199,12 +356,15 @@ def build_corpus(cache_root: Path | str = ".eloquence/bench") -> list[Utterance]
                     samples=samples,
                     pause_ms=item.get("pause_ms", 0),
                     pause_start_s=item.get("pause_start_s", 0.0),
+                    voice=item.get("voice", FIXTURE_VOICE.label),
+                    heldout=item.get("heldout", False),
                 )
             )
         return out
 
     utterances = [_question(i, t) for i, t in enumerate(QUESTIONS)]
     utterances += [_paused(i, a, b, ms) for i, (a, b, ms) in enumerate(PAUSED)]
+    utterances += _voiced_sets()
     cache.mkdir(parents=True, exist_ok=True)
     for u in utterances:
         # float WAV: the cached samples are exactly the synthesized ones
@@ -214,9 +374,15 @@ def build_corpus(cache_root: Path | str = ".eloquence/bench") -> list[Utterance]
 
 
 def select(
-    utterances: list[Utterance], *, questions: int | None = None, paused: int | None = None
+    utterances: list[Utterance],
+    *,
+    questions: int | None = None,
+    paused: int | None = None,
+    heldout: bool | None = None,
 ) -> list[Utterance]:
-    """The first `questions` questions and `paused` paused utterances (None: all of that kind)."""
-    qs = [u for u in utterances if u.kind == "question"]
-    ps = [u for u in utterances if u.kind == "paused"]
+    """The first `questions` questions and `paused` paused utterances (None: all of that kind);
+    `heldout`: only the held-out ones (True), only the tuning ones (False), or both (None)."""
+    pool = [u for u in utterances if heldout is None or u.heldout == heldout]
+    qs = [u for u in pool if u.kind == "question"]
+    ps = [u for u in pool if u.kind == "paused"]
     return qs[: len(qs) if questions is None else questions] + ps[: len(ps) if paused is None else paused]

@@ -3,6 +3,8 @@
 bench.json keys (all times in milliseconds):
 - `stages.<stage>.{n,p50_ms,p95_ms,max_ms,mean_ms}`: the stack turns (real AgentSession),
   stage names in `STACK_STAGES` (the keys of eloquence/stages.py);
+- `timeline.<mark>`: each instant of the stack turns (eloquence/stages.py `TIMELINE`), ms after
+  t0 (the last voiced input sample): the waterfall of where each millisecond goes;
 - `turns[]`: every stack turn with `stages.<stage>` (ms from its start event), `timeline`,
   transcript, `wer`, reply and `false_endpoint` for paused utterances;
 - `quality`: mean WER, false-endpoint count and rate (next to `stages.e2e`);
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from eloquence.stages import STAGE_KEYS, STAGES
+from eloquence.stages import STAGE_KEYS, STAGES, TIMELINE, TIMELINE_KEYS
 
 STACK_STAGES = STAGE_KEYS
 """The stages of a stack turn (the keys of `stages` and `turns[].stages`), as `eloquence talk` names them."""
@@ -51,6 +53,14 @@ def summarize(values: list[float]) -> dict[str, Any]:
         "p95_ms": round(float(np.percentile(arr, 95)), 2),
         "max_ms": round(float(arr.max()), 2),
         "mean_ms": round(float(arr.mean()), 2),
+    }
+
+
+def timeline_stats(turns: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """bench.json `timeline.<mark>`: each instant of the stack turns' timelines, ms after t0."""
+    return {
+        key: summarize([t["timeline"][key] for t in turns if (t.get("timeline") or {}).get(key) is not None])
+        for key in TIMELINE_KEYS
     }
 
 
@@ -235,6 +245,19 @@ def _concurrency_tables(conc: dict[str, Any]) -> list[str]:
     )
 
 
+def _timeline_table(timeline: dict[str, dict[str, Any]]) -> list[str]:
+    """The waterfall as a table: each instant after the end of speech, and the step from the one before."""
+    rows, previous = [], 0.0
+    for mark in TIMELINE:
+        stats = timeline.get(mark.key) or {}
+        p50 = stats.get("p50_ms")
+        step = None if p50 is None else round(p50 - previous, 1)
+        rows.append([mark.label, _fmt(p50), _fmt(step), _fmt(stats.get("p95_ms")), stats.get("n", 0)])
+        previous = p50 if p50 is not None else previous
+    columns = ["instant", "p50 ms after t0", "step ms", "p95 ms", "n"]
+    return _table("Waterfall: one turn on one clock (t0 = last voiced input sample)", columns, rows)
+
+
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
@@ -253,6 +276,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += _stage_table(
             f"Stack turns (AgentSession, {len(result.get('turns', []))} turns)", result["stages"]
         )
+        if result.get("timeline"):
+            lines += _timeline_table(result["timeline"])
         fe = q.get("false_endpoints", {})
         e2e_p50 = _fmt(result["stages"].get("e2e", {}).get("p50_ms"))
         lines += [
@@ -321,9 +346,49 @@ def write_markdown(result: dict[str, Any], out_dir: Path) -> Path:
 _COLORS = {"stt": "#4c72b0", "llm": "#dd8452", "tts": "#55a868", "e2e": "#c44e52"}
 
 
+# the waterfall's bars for a stack turn: (from mark, to mark, label, color)
+_MARK_SPANS = (
+    ("last_voiced_input", "vad_end_of_speech", "VAD silence", "#8c8c8c"),
+    ("vad_end_of_speech", "stt_final", "STT final", "#4c72b0"),
+    ("llm_request", "llm_first_token", "LLM first token", "#dd8452"),
+    ("llm_first_token", "tts_text", "LLM first clause", "#f2b880"),
+    ("tts_text", "tts_first_audio", "TTS first audio", "#55a868"),
+    ("tts_first_audio", "output_first_frame", "to the output", "#8172b3"),
+)
+
+
+def _mark_waterfall(ax: Any, rows: list[dict[str, Any]], title: str) -> None:
+    """One row per turn, bars between the instants of eloquence/stages.py TIMELINE."""
+    from matplotlib.patches import Patch
+
+    for i, turn in enumerate(rows):
+        tl = turn["timeline"]
+        for start_key, end_key, _, color in _MARK_SPANS:
+            start, end = tl.get(start_key), tl.get(end_key)
+            if start is not None and end is not None:
+                ax.barh(i, max(end - start, 1.0), left=start, color=color, height=0.6)
+        if tl.get("turn_committed") is not None:
+            ax.plot([tl["turn_committed"]] * 2, [i - 0.35, i + 0.35], color="black", lw=1)
+        if tl.get("output_first_frame") is not None:
+            ax.plot(tl["output_first_frame"], i, marker="|", color=_COLORS["e2e"], markersize=14, mew=2)
+    ax.set_yticks(range(len(rows)), [t["utterance_id"] for t in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms after the last voiced input sample (t0); black tick: turn committed")
+    ax.set_title(title)
+    ax.legend(
+        handles=[Patch(color=color, label=label) for _, _, label, color in _MARK_SPANS]
+        + [Patch(color=_COLORS["e2e"], label="first audio frame")],
+        fontsize=7,
+        loc="lower right",
+    )
+
+
 def _waterfall(ax: Any, turns: list[dict[str, Any]], title: str) -> None:
     """One row per turn: STT (t0 → final), LLM (→ first sentence, tick at first token), TTS (→ audio)."""
     rows = [t for t in turns if t.get("timeline")]
+    if rows and "output_first_frame" in rows[0]["timeline"]:
+        _mark_waterfall(ax, rows, title)
+        return
     for i, turn in enumerate(rows):
         tl = turn["timeline"]
         for key, color in (("stt", _COLORS["stt"]), ("llm", _COLORS["llm"]), ("tts", _COLORS["tts"])):

@@ -28,13 +28,13 @@ def _voice():  # type: ignore[no-untyped-def]
 
 
 @functools.cache
-def _speak_cached(text: str, sample_rate: int) -> bytes:
+def _speak_cached(text: str, sample_rate: int, length_scale: float | None = None) -> bytes:
     from piper import SynthesisConfig
 
     voice = _voice()
     # no generator or phoneme-width noise: the same text gives the same samples on every run,
     # so a fixture cannot pass on one run and fail on the next
-    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=length_scale)
     chunks = [c.audio_float_array for c in voice.synthesize(text, syn_config=config)]
     audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     if voice.config.sample_rate != sample_rate:
@@ -42,9 +42,10 @@ def _speak_cached(text: str, sample_rate: int) -> bytes:
     return np.asarray(audio, dtype=np.float32).tobytes()
 
 
-def speak(text: str, *, sample_rate: int = 16000) -> np.ndarray:
-    """float32 mono speech for `text` (cached per process)."""
-    return np.frombuffer(_speak_cached(text, sample_rate), dtype=np.float32).copy()
+def speak(text: str, *, sample_rate: int = 16000, length_scale: float | None = None) -> np.ndarray:
+    """float32 mono speech for `text` (cached per process); `length_scale` > 1 speaks slower
+    (None: the voice's own rate)."""
+    return np.frombuffer(_speak_cached(text, sample_rate, length_scale), dtype=np.float32).copy()
 
 
 def silence(seconds: float, *, sample_rate: int = 16000) -> np.ndarray:

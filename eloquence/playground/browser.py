@@ -12,7 +12,9 @@ no browser is downloaded.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import io
 import os
 import shutil
 import time
@@ -29,6 +31,7 @@ from ..wav_io import read_wav
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 _RATE = 16000
+_MIC_PEAK_DBFS = -6.0
 
 
 class BrowserUnavailableError(RuntimeError):
@@ -84,7 +87,7 @@ def fake_microphone_wav(
     *,
     lead_s: float,
     tail_s: float = 3.0,
-    peak_dbfs: float = -6.0,
+    peak_dbfs: float = _MIC_PEAK_DBFS,
 ) -> Path:
     """`audio` (a WAV or 16 kHz float samples) between silences, written as 16-bit PCM for Chromium.
 
@@ -93,15 +96,40 @@ def fake_microphone_wav(
     microphone gives: a file peaking at full scale is clipped by the browser's gain control.
     """
     samples = read_wav(audio) if isinstance(audio, str | Path) else np.asarray(audio, dtype=np.float32)
-    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
-    if peak > 0:
-        samples = samples * (10 ** (peak_dbfs / 20) / peak)
+    samples = _at_level(samples, peak_dbfs)
     padded = np.concatenate(
         [np.zeros(int(lead_s * _RATE), np.float32), samples, np.zeros(int(tail_s * _RATE), np.float32)]
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), padded, _RATE, subtype="PCM_16", format="WAV")
     return path
+
+
+def _at_level(samples: np.ndarray, peak_dbfs: float) -> np.ndarray:
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    return samples * (10 ** (peak_dbfs / 20) / peak) if peak > 0 else samples
+
+
+_SCRIPTED_MIC = """(() => {
+  // The page's microphone, played on cue by the test (PlaygroundPage.speak) instead of a file
+  // that starts with the capture: a barge-in must land while the coach is speaking.
+  navigator.mediaDevices.getUserMedia = async () => {
+    const ctx = new AudioContext({ sampleRate: 48000 });
+    const dest = ctx.createMediaStreamDestination();
+    window.__eloquenceScriptedMic = {
+      async speak(b64) {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const buffer = await ctx.decodeAudioData(bytes.buffer);
+        const source = ctx.createBufferSource();
+        source.buffer = buffer;
+        source.connect(dest);
+        source.start();
+        return buffer.duration;
+      },
+    };
+    return dest.stream;
+  };
+})();"""
 
 
 def chromium_args(fake_mic: Path) -> list[str]:
@@ -142,6 +170,15 @@ class PlaygroundPage:
         if language:
             await self.page.select_option("#language", language)
         await start.click()
+
+    async def speak(self, audio: str | Path | np.ndarray) -> float:
+        """Play `audio` into the scripted microphone now (see `open_playground(scripted_mic=True)`);
+        returns its duration in seconds."""
+        samples = read_wav(audio) if isinstance(audio, str | Path) else np.asarray(audio, dtype=np.float32)
+        buf = io.BytesIO()
+        sf.write(buf, _at_level(samples, _MIC_PEAK_DBFS), _RATE, subtype="PCM_16", format="WAV")
+        encoded = base64.b64encode(buf.getvalue()).decode("ascii")
+        return float(await self.page.evaluate("(b64) => window.__eloquenceScriptedMic.speak(b64)", encoded))
 
     async def state(self) -> dict[str, Any]:
         return dict(await self.page.evaluate(_READ_STATE))
@@ -197,9 +234,13 @@ async def open_playground(
     work_dir: Path,
     lead_s: float = 8.0,
     chromium: str | None = None,
+    scripted_mic: bool = False,
 ) -> AsyncIterator[PlaygroundPage]:
     """The page at `url` in headless Chromium, whose microphone speaks `audio` once, after
-    `lead_s` of silence counted from when the page opens the microphone."""
+    `lead_s` of silence counted from when the page opens the microphone.
+
+    With `scripted_mic`, the microphone is silent until `PlaygroundPage.speak()` plays into it
+    (`audio` is then unused): for exchanges whose timing depends on the coach's."""
     try:
         from playwright.async_api import async_playwright
     except ImportError:
@@ -214,6 +255,8 @@ async def open_playground(
         )
         try:
             context = await browser.new_context(viewport={"width": 1100, "height": 900})
+            if scripted_mic:
+                await context.add_init_script(_SCRIPTED_MIC)
             page = PlaygroundPage(await context.new_page())
             await page.page.goto(url)
             yield page

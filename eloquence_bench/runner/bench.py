@@ -118,6 +118,7 @@ class Bench:
         )
         self.result["turns"] = turns
         self.result["stages"] = rep.stage_stats([t for t in turns if not t.get("error")], rep.STACK_STAGES)
+        self.result["timeline"] = rep.timeline_stats([t for t in turns if not t.get("error")])
         self.result["quality"] = quality_summary(turns)
 
     async def concurrency_phase(

@@ -24,27 +24,6 @@ from ..report import mean
 PACING_TOLERANCE_MS = 20.0
 
 
-def _timeline(stages: dict[str, float | None]) -> dict[str, Any]:
-    """Stage spans in ms after t0, rebuilt from the durations (the waterfall's bars).
-
-    The LLM starts on the final transcript (preemptive generation); the TTS span ends at the
-    first audio frame.
-    """
-    stt, ttft, sentence, tts, e2e = (
-        stages.get(k) for k in ("stt_final", "llm_ttft", "llm_first_sentence", "tts_first_audio", "e2e")
-    )
-    timeline: dict[str, Any] = {}
-    if stt is not None:
-        timeline["stt"] = (0.0, stt)
-        if sentence is not None:
-            timeline["llm"] = (stt, stt + sentence)
-        if ttft is not None:
-            timeline["llm_ttft"] = stt + ttft
-    if e2e is not None and tts is not None:
-        timeline["tts"] = (max(0.0, e2e - tts), e2e)
-    return timeline
-
-
 async def run_stack_turns(
     utterances: list[Utterance],
     *,
@@ -86,7 +65,8 @@ async def run_stack_turns(
                 stages = {stage.key: getattr(report.timings, stage.field) for stage in STAGES}
                 turn.update(
                     stages={k: v for k, v in stages.items() if v is not None},
-                    timeline=_timeline(stages),
+                    # the turn's instants on one clock, ms after t0 (eloquence/timeline.py)
+                    timeline=report.timeline,
                     transcript=report.transcript,
                     wer=wer(utterance.text, report.transcript),
                     reply=report.reply,

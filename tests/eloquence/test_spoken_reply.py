@@ -139,9 +139,7 @@ async def test_shape_for_speech_closes_the_llm_once_the_reply_is_complete() -> N
                 pulled.append(token)
                 yield token
 
-    text = "".join(
-        [p async for p in shape_for_speech(endless(), SpokenReplyOptions()) if isinstance(p, str)]
-    )
+    text = "".join([p async for p in shape_for_speech(endless(), SpokenReplyOptions()) if isinstance(p, str)])
     assert text == "Again and again. "
     assert len(pulled) < 20
 

@@ -27,8 +27,9 @@ from eloquence.services import AZURE_TTS, WHISPER_STT, ServiceProcess, running_s
 from eloquence_bench.speech import PIPER_NO_NOISE_ENV
 
 EXAMPLES = 25
-QUIET_S = 0.25
+QUIET_S = 0.1
 MAX_READ_S = 4.0
+FLUSH = json.dumps({"type": "flush"})
 STT_EVENTS = {"start_of_speech", "interim", "final", "end_of_speech", "error"}
 TTS_EVENTS = {"sentence_end", "segment_end", "error"}
 SAFE_CLOSE_CODES = {None, 1000, 1001, 1006, 1008, 1009, 1013}
@@ -48,7 +49,7 @@ binary = st.binary(max_size=2049)  # odd and even lengths, empty included
 
 
 def _stt_messages() -> st.SearchStrategy[list[str | bytes]]:
-    flush = st.just(json.dumps({"type": "flush"}))
+    flush = st.just(FLUSH)
     return st.lists(st.one_of(binary, odd_text, flush), min_size=1, max_size=8)
 
 
@@ -64,8 +65,16 @@ def _tts_messages() -> st.SearchStrategy[list[str | bytes]]:
         },
     ).map(json.dumps)
     text = st.text(max_size=30).map(lambda t: json.dumps({"type": "text", "text": t}))
-    flush = st.just(json.dumps({"type": "flush"}))
-    return st.lists(st.one_of(config, text, flush, odd_text, binary), min_size=1, max_size=6)
+    flush = st.just(FLUSH)
+    anything = st.one_of(config, text, flush, odd_text, binary)
+    valid_config = st.sampled_from([16000, 24000]).map(
+        lambda r: json.dumps({"type": "config", "sample_rate": r})
+    )
+    # half the sessions start right (a config), so that the generated text is spoken, odd messages and all
+    session = st.tuples(valid_config, st.lists(st.one_of(text, odd_text, binary), max_size=4), flush).map(
+        lambda t: [t[0], *t[1], t[2]]
+    )
+    return st.one_of(st.lists(anything, min_size=1, max_size=6), session)
 
 
 def _resources(proc: ServiceProcess) -> tuple[int, int]:
@@ -75,34 +84,49 @@ def _resources(proc: ServiceProcess) -> tuple[int, int]:
 
 
 async def _exchange(url: str, messages: list[str | bytes], events: set[str], seen: Counter[str]) -> None:
+    """Send `messages`, read until every flush is answered (or the service closes), then say goodbye."""
+    terminal = {"final", "segment_end"}
+    answered = 0
+
     async with aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=0) as ws:
+
+        async def read() -> None:
+            nonlocal answered
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    event = json.loads(msg.data)
+                    assert isinstance(event, dict) and event.get("type") in events, event
+                    seen[event["type"]] += 1
+                    answered += event["type"] in terminal
+                    if event["type"] == "error":
+                        assert event.get("code") != "internal", event
+                        assert "object at 0x" not in str(event.get("message")), event
+                        seen[f"error:{event.get('code')}"] += 1
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    seen["audio"] += 1
+
+        reader = asyncio.create_task(read())
+        flushes = 0
         for message in messages:
             if ws.closed:
                 break
-            if isinstance(message, bytes):
-                await ws.send_bytes(message)
-            else:
-                await ws.send_str(message)
-        started = time.monotonic()
-        while not ws.closed and time.monotonic() - started < MAX_READ_S:
             try:
-                msg = await ws.receive(timeout=QUIET_S)
-            except TimeoutError:
+                if isinstance(message, bytes):
+                    await ws.send_bytes(message)
+                else:
+                    await ws.send_str(message)
+                    flushes += message == FLUSH
+            except ConnectionResetError:  # the service closed it (a frame over its size limit): read why
                 break
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                event = json.loads(msg.data)
-                assert isinstance(event, dict) and event.get("type") in events, event
-                seen[event["type"]] += 1
-                if event["type"] == "error":
-                    assert event.get("code") != "internal", event
-                    assert "object at 0x" not in str(event.get("message")), event
-                    seen[f"error:{event.get('code')}"] += 1
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                seen["audio"] += 1
-            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
-                break
+        deadline = time.monotonic() + MAX_READ_S
+        while not ws.closed and answered < flushes and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(QUIET_S)  # anything unasked-for would show up now
+        closed_by_service = ws.closed
+        await ws.close()
+        await reader
         assert ws.close_code in SAFE_CLOSE_CODES, ws.close_code
-        seen[f"close:{ws.close_code}"] += 1
+        seen[f"close:{ws.close_code}" if closed_by_service else "close:by-client"] += 1
 
 
 async def _open_and_drop(url: str, count: int) -> None:
