@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from livekit import rtc
 from livekit.agents import (
     Agent,
     AgentSession,
@@ -30,7 +31,7 @@ from livekit.agents import (
     tts,
     vad,
 )
-from livekit.agents.types import FlushSentinel
+from livekit.agents.types import NOT_GIVEN, FlushSentinel
 from livekit.agents.voice.speech_handle import SpeechHandle
 from livekit.agents.voice.turn import TurnHandlingOptions
 
@@ -77,9 +78,12 @@ class CoachAgent(RateLimitedNodes, RecoveringLLMNode, Agent):
         exercise: Exercise,
         language: str | None = None,
         spoken_reply: SpokenReplyOptions | None = None,
+        greeting_tts: tts.TTS | None = None,
     ) -> None:
         self.exercise = exercise
         self.language = exercise.resolve_language(language)
+        self.greeting_tts = greeting_tts
+        """Speaks the greeting in its own voice context (`Pipeline.greeting_tts`); None: the replies' TTS."""
         self.spoken_reply = spoken_reply or spoken_reply_options(AppSettings())
         super().__init__(instructions=exercise.instructions(self.language), tools=list(exercise.tools))
         self.greeting_handle: SpeechHandle | None = None
@@ -132,9 +136,17 @@ class CoachAgent(RateLimitedNodes, RecoveringLLMNode, Agent):
 
     async def on_enter(self) -> None:
         # the greeting is a fixed sentence: said, not generated, so it costs no LLM call
-        self.greeting_handle = self.session.say(
-            self.exercise.greeting(self.language), allow_interruptions=True
-        )
+        text = self.exercise.greeting(self.language)
+        # say() takes no per-utterance voice: the greeting's own TTS speaks it as ready-made audio
+        audio = synthesized_frames(self.greeting_tts, text) if self.greeting_tts is not None else NOT_GIVEN
+        self.greeting_handle = self.session.say(text, audio=audio, allow_interruptions=True)
+
+
+async def synthesized_frames(tts_model: tts.TTS, text: str) -> AsyncIterator[rtc.AudioFrame]:
+    """`text` spoken by `tts_model`, frame by frame as the audio arrives."""
+    async with tts_model.synthesize(text) as stream:
+        async for audio in stream:
+            yield audio.frame
 
 
 def _closing(it: AsyncIterator[_T]) -> contextlib.aclosing[AsyncGenerator[_T, None]]:
@@ -160,7 +172,7 @@ def spoken_reply_options(settings: AppSettings) -> SpokenReplyOptions:
     return SpokenReplyOptions(max_tokens=settings.llm_max_tokens, max_sentences=settings.reply_max_sentences)
 
 
-def default_turn_handling(settings: AppSettings) -> TurnHandlingOptions:
+def default_turn_handling(settings: AppSettings, *, language: str | None = None) -> TurnHandlingOptions:
     """Latency-first turn handling (README.md, "Turn-taking settings").
 
     The VAD ends speech; the whisper-stt stream is flushed at once (manual_flush). The turn
@@ -169,13 +181,14 @@ def default_turn_handling(settings: AppSettings) -> TurnHandlingOptions:
     `max_endpointing_delay`. The default, `transcript`, reads the final transcript
     (eloquence/turn_detector.py); `eot` is livekit's local audio end-of-turn model
     (`turn-detector-v1-mini`, in process); `vad` is silence alone. Preemptive generation (and
-    TTS) start the reply on the final transcript while the commit waits.
+    TTS) start the reply on the final transcript while the commit waits. `language` is the
+    session's (its word lists); None: ELOQUENCE_LANGUAGE.
     """
     detector: Any
     if settings.turn_detector == "transcript":
         from .turn_detector import TranscriptTurnDetector
 
-        detector = TranscriptTurnDetector(language=settings.language)
+        detector = TranscriptTurnDetector(language=language or settings.language)
     elif settings.turn_detector == "eot":
         # pinned to the local model: "auto" would pick the cloud one in dev mode
         detector = inference.TurnDetector(version="v1-mini")
@@ -205,10 +218,13 @@ class Pipeline:
     stt: stt.STT
     llm: llm.LLM
     tts: tts.TTS
+    greeting_tts: tts.TTS | None = None
+    """The greeting's voice context (`Exercise.greeting_context`); `tts` speaks the replies."""
 
     async def aclose(self) -> None:
-        for component in (self.stt, self.llm, self.tts):
-            await component.aclose()
+        for component in (self.stt, self.llm, self.tts, self.greeting_tts):
+            if component is not None:
+                await component.aclose()
 
 
 def llm_endpoints(settings: AppSettings) -> list[MistralEndpoint]:
@@ -243,6 +259,9 @@ def build_pipeline(
     stt_urls = [settings.whisper_stt_url, *filter(None, [settings.whisper_stt_fallback_url])]
     tts_urls = [settings.azure_tts_url, *filter(None, [settings.azure_tts_fallback_url])]
     endpoints = [llm_endpoint] if llm_endpoint is not None else llm_endpoints(settings)
+    greeting_tts = build_tts(
+        tts_urls, context=exercise.greeting_context, language=language, api_key=sidecar_key(settings)
+    )
     return Pipeline(
         stt=build_stt(stt_urls, language=language, api_key=sidecar_key(settings)),
         llm=build_llm(
@@ -251,6 +270,7 @@ def build_pipeline(
         tts=build_tts(
             tts_urls, context=exercise.voice_context, language=language, api_key=sidecar_key(settings)
         ),
+        greeting_tts=greeting_tts,
     )
 
 
@@ -314,11 +334,16 @@ async def entrypoint(ctx: JobContext) -> None:
         extra={"warnings": list(meta.warnings)},
     )
     pipeline = build_pipeline(settings, meta.exercise, language=meta.language)
-    session = build_session(settings=settings, pipeline=pipeline, vad_model=ctx.proc.userdata.get("vad"))
+    session = build_session(
+        settings=settings,
+        pipeline=pipeline,
+        vad_model=ctx.proc.userdata.get("vad"),
+        turn_handling=default_turn_handling(settings, language=meta.language),
+    )
     messages = ClientMessages(room=ctx.room)
     messages.attach(session)
     session_ended = track_session(session)
-    agent = CoachAgent(exercise=meta.exercise, language=meta.language)
+    agent = CoachAgent(exercise=meta.exercise, language=meta.language, greeting_tts=pipeline.greeting_tts)
     agent.user_limits = UserLimits.from_settings(
         settings,
         process_rate_limits(settings),

@@ -52,6 +52,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true")
     bench.add_argument("--sessions", type=int, nargs="*", default=None)
     bench.add_argument("--soak", type=int, default=0, help="turns per session for the memory soak")
+    bench.add_argument(
+        "--agent-sessions", type=int, nargs="*", default=None, help="whole AgentSessions at once (1 2 4)"
+    )
     bench.add_argument("--out", default="bench-out")
     bench.add_argument(
         "--peers",

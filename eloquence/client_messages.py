@@ -1,6 +1,9 @@
 """The messages the users' client listens for, produced in one place.
 
-Schema (UTF-8 JSON, one object per data packet, topic `eloquence`, reliable):
+Schema (JSON, one object per data packet, topic `eloquence`, reliable). The bytes are pure ASCII:
+every non-ASCII character is escaped (`"é"` → `\\u00e9`), because the users' Flutter client
+decodes a packet with `String.fromCharCodes(data)`, one byte per character, which turns UTF-8 "é"
+into "Ã©". Escaped JSON reads the same through `fromCharCodes` and through `utf8.decode`.
 
     {"type": "transcription", "text": "<user speech>", "final": true | false}
     {"type": "ai_response",   "response": "<the coach's reply text>"}
@@ -37,6 +40,11 @@ _MAX_PENDING = 256
 
 MessageSink = Callable[[bytes], Awaitable[None]]
 """Delivers one encoded message: a LiveKit room (`room_sink`), a WebRTC data channel (playground)."""
+
+
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    """One message as a data packet: compact JSON, ASCII only (see the module docstring)."""
+    return json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def room_sink(room: rtc.Room, topic: str = TOPIC) -> MessageSink:
@@ -117,7 +125,7 @@ class ClientMessages:
     def _emit(self, message: dict[str, Any]) -> dict[str, Any]:
         self.messages.append(message)
         if self._sink is not None:
-            self._enqueue(json.dumps(message, ensure_ascii=False).encode("utf-8"))
+            self._enqueue(encode_message(message))
         return message
 
     def _enqueue(self, payload: bytes) -> None:

@@ -16,7 +16,9 @@ from typing import Any
 DEFAULT_EXERCISE = "default"
 SUPPORTED_LANGUAGES = ("en", "fr")
 
-# Spoken replies: the TTS reads everything, so no markdown, no lists, no emoji.
+# Spoken replies: the TTS reads everything, so no markdown, no lists, no emoji. "Réponds toujours en
+# français": without it the local SmolLM2-135M drifted into English on French questions (measured:
+# README "French").
 _SPOKEN_STYLE = {
     "en": (
         "You are speaking out loud through a voice interface. Answer in one to three short "
@@ -24,9 +26,9 @@ _SPOKEN_STYLE = {
         "first sentence so the user hears you quickly."
     ),
     "fr": (
-        "Tu parles à voix haute à travers une interface vocale. Réponds en une à trois phrases "
-        "courtes, en français parlé simple : pas de listes, pas de markdown, pas d'emoji. Commence "
-        "par une première phrase courte pour que l'utilisateur t'entende vite."
+        "Tu parles à voix haute à travers une interface vocale. Réponds toujours en français, en une "
+        "à trois phrases courtes de français parlé simple : pas de listes, pas de markdown, pas "
+        "d'emoji. Commence par une première phrase courte pour que l'utilisateur t'entende vite."
     ),
 }
 
@@ -69,7 +71,7 @@ class Exercise:
     """The `exercise_type` clients send (snake_case)."""
     title: str
     voice_context: str
-    """The azure-tts speaking context (`GET /v1/voices` lists them: greeting, coaching, ...)."""
+    """The azure-tts speaking context of the replies (`GET /v1/voices` lists them: coaching, ...)."""
     text: Mapping[str, ExerciseText]
     """English and French text, keyed by language code."""
     language: str = "en"
@@ -77,6 +79,8 @@ class Exercise:
     tools: tuple[Any, ...] = ()
     """Optional `livekit.agents.function_tool`s the coach may call."""
     description: str = ""
+    greeting_context: str = "greeting"
+    """The speaking context of the greeting (fr-FR-DeniseNeural greets, fr-FR-HenriNeural coaches)."""
 
     def __post_init__(self) -> None:
         missing = [lang for lang in SUPPORTED_LANGUAGES if lang not in self.text]
@@ -276,7 +280,7 @@ def print_registry() -> int:
     table = Table(title="Eloquence exercises (exercise_type)")
     table.add_column("exercise_type", style="bold cyan", no_wrap=True)
     table.add_column("title")
-    table.add_column("voice context")
+    table.add_column("voice contexts")
     table.add_column("languages")
     table.add_column("tools", justify="right")
     table.add_column("greeting (en)")
@@ -284,7 +288,7 @@ def print_registry() -> int:
         table.add_row(
             exercise.name,
             exercise.title,
-            exercise.voice_context,
+            f"{exercise.greeting_context}, then {exercise.voice_context}",
             ", ".join(sorted(exercise.text)),
             str(len(exercise.tools)),
             exercise.greeting("en"),

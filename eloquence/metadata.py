@@ -3,6 +3,10 @@
 Clients (and `eloquence api`) put `{"exercise_type": ..., "user_id": ..., "config": {...}}` in the
 agent dispatch (job) metadata or the room metadata. Whatever arrives, the job gets an exercise:
 an unknown type falls back to the default exercise, and malformed metadata does too, with a warning.
+
+The session's language is `config.language` ("fr", "fr-FR"), else the deployment's
+`ELOQUENCE_LANGUAGE` (`default_language`): it selects the STT model, the turn detector's word lists,
+the persona and greeting text, and the voice (eloquence/agent.py).
 """
 
 from __future__ import annotations
@@ -49,6 +53,23 @@ def _decode(raw: str, source: str, warnings: list[str]) -> dict[str, Any] | None
     return value
 
 
+def _session_language(requested: Any, default_language: str, exercise: Exercise, warnings: list[str]) -> str:
+    """`config.language` when the exercise speaks it, else the deployment's (ELOQUENCE_LANGUAGE), else
+    the exercise's own; a language asked for and not served is a warning, never a failure."""
+    fallback = exercise.resolve_language(default_language)
+    if requested is None or requested == "":
+        return fallback
+    if not isinstance(requested, str):
+        kind = type(requested).__name__
+        warnings.append(f"config.language must be a string, got {kind}; using {fallback!r}")
+        return fallback
+    if requested.split("-")[0].strip().lower() not in exercise.text:
+        served = ", ".join(sorted(exercise.text))
+        warnings.append(f"config.language {requested!r} is not one of {served}; using {fallback!r}")
+        return fallback
+    return exercise.resolve_language(requested)
+
+
 def parse_metadata(
     *sources: tuple[str, str | None],
     default_language: str = "en",
@@ -92,8 +113,7 @@ def parse_metadata(
         warnings.append(f"config must be an object, got {type(config).__name__}; ignored")
         config = {}
 
-    language = config.get("language") if isinstance(config.get("language"), str) else None
-    resolved_language = exercise.resolve_language(language or default_language)
+    resolved_language = _session_language(config.get("language"), default_language, exercise, warnings)
 
     for warning in warnings:
         logger.warning("metadata: %s", warning)

@@ -14,7 +14,9 @@ keys of bench.json are documented in `report.py`).
 
 - `--quick`: 2 utterances, 1 session, no peers (what the test suite runs);
 - `--sessions 1 4 10`: the concurrency levels (default 1, 4 and 10; quick: 1);
-- `--soak N`: N more turns per session at the largest level, with RSS per service after each turn.
+- `--soak N`: N more turns per session at the largest level, with RSS per service after each turn;
+- `--agent-sessions 1 2 4`: whole AgentSessions at once (default 1, 2 and 4; quick: none), the
+  capacity figure (sessions per node at e2e p95 ≤ 1.5 s).
 Peers run in full mode; ELOQUENCE_BENCH_PEERS=1 adds them to a quick run, =0 leaves them out.
 """
 
@@ -38,7 +40,12 @@ def options_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             raise ValueError(f"--sessions takes positive session counts, not {n}")
     if args.soak < 0:
         raise ValueError("--soak takes a number of turns per session (0 for none)")
+    agent_sessions = getattr(args, "agent_sessions", None)
+    for n in agent_sessions or []:
+        if n < 1:
+            raise ValueError(f"--agent-sessions takes positive session counts, not {n}")
     return BenchOptions(
+        agent_sessions=list(agent_sessions) if agent_sessions is not None else None,
         quick=bool(args.quick),
         sessions=list(args.sessions or []),
         soak=int(args.soak),

@@ -245,6 +245,28 @@ def _concurrency_tables(conc: dict[str, Any]) -> list[str]:
     )
 
 
+def _agent_sessions_table(agent: dict[str, Any]) -> list[str]:
+    rows = []
+    for n, level in sorted(agent["levels"].items(), key=lambda kv: int(kv[0])):
+        e2e = level["e2e"]
+        rows.append(
+            [
+                n,
+                level["turns"],
+                level["errors"],
+                level["false_endpoints"],
+                f"{_fmt(e2e['p50_ms'])} / {_fmt(e2e['p95_ms'])}",
+                "yes" if level["within_capacity"] else "no",
+            ]
+        )
+    columns = ["sessions", "turns", "errors", "false endpoints", "e2e p50 / p95 ms", "p95 <= 1.5 s"]
+    title = (
+        f"Whole AgentSessions at once (real-time talk turns): capacity {agent['capacity_sessions']} "
+        "session(s) per node"
+    )
+    return _table(title, columns, rows)
+
+
 def _timeline_table(timeline: dict[str, dict[str, Any]]) -> list[str]:
     """The waterfall as a table: each instant after the end of speech, and the step from the one before."""
     rows, previous = [], 0.0
@@ -312,6 +334,8 @@ def markdown(result: dict[str, Any]) -> str:
             "ratio ours/theirs",
         ]
         lines += _table("Peers (same models, inputs, pacing and clock)", columns, _peer_rows(peers))
+    if result.get("agent_sessions", {}).get("levels"):
+        lines += _agent_sessions_table(result["agent_sessions"])
     if result.get("concurrency"):
         lines += _concurrency_tables(result["concurrency"])
     soak = result.get("soak")

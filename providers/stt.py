@@ -8,6 +8,13 @@ final at once.
 If the socket drops mid-utterance, the framework re-runs `_run()` but does not replay the frames
 it already consumed, so the stream keeps every frame since the last final (and any flush not yet
 answered) and re-sends them on the new socket: no word is lost and no final is emitted twice.
+
+A sentence cut by a pause: the stream asks the sidecar for turn context, so the final after the
+pause is the whole sentence transcribed as one piece, and says which finals it `replaces`. The
+framework only appends finals, so the stream sends it the words that are new (the tail of the whole
+transcript past the words already sent), and puts the whole one in the event's metadata
+(`turn_transcript`, with `heard`: the turn's text as the framework has put it together).
+`TurnRevisions` turns that into the user's message at the end of the turn.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ import asyncio
 import json
 import math
 import os
+import re
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
@@ -68,7 +76,7 @@ class _STTOptions:
 
     def stream_url(self) -> str:
         scheme, rest = self.base_url.split("://", 1)
-        query: dict[str, Any] = {"sample_rate": SAMPLE_RATE}
+        query: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "context": "turn"}
         if self.language:
             query["language"] = self.language
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/v1/stream?{urlencode(query)}"
@@ -210,6 +218,62 @@ def _confidence(avg_logprobs: list[Any]) -> float:
     return float(min(1.0, max(0.0, math.exp(sum(values) / len(values)))))
 
 
+_WORD_CHARS = re.compile(r"[^\w']+", re.UNICODE)
+
+
+def _word_key(word: str) -> str:
+    return _WORD_CHARS.sub("", word.casefold().replace("’", "'"))
+
+
+def unheard_tail(heard: str, whole: str) -> str:
+    """The words of `whole` past those `heard` already gave: the end of its cheapest word alignment.
+
+    `heard` is what the framework has (the turn's earlier finals); `whole` the turn transcribed again
+    as one piece. Case and punctuation do not count; on a tie the longer match wins, so no word is
+    said twice.
+    """
+    said = [_word_key(w) for w in heard.split()]
+    tokens = whole.split()
+    words = [_word_key(w) for w in tokens]
+    # row[j]: edit distance between `said` and words[:j]
+    row = list(range(len(words) + 1))
+    for i, s in enumerate(said, 1):
+        previous, row = row, [i] + [0] * len(words)
+        for j, w in enumerate(words, 1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (s != w))
+    cut = min(range(len(words) + 1), key=lambda j: (row[j], -j))
+    return " ".join(tokens[cut:])
+
+
+class TurnRevisions:
+    """The whole-turn transcripts of a session's STT events, for the user's message at the end of the turn.
+
+    Feed it every event the session's STT emits (`observe`, e.g. from `Agent.stt_node`); then
+    `revise(text)` gives the turn's text with the part a pause had split replaced by the transcript
+    of the whole turn. Any STT works: events without `turn_transcript` metadata change nothing.
+    """
+
+    def __init__(self, *, keep: int = 8) -> None:
+        self._revisions: deque[tuple[str, str]] = deque(maxlen=keep)
+
+    def observe(self, event: stt.SpeechEvent) -> None:
+        if event.type != stt.SpeechEventType.FINAL_TRANSCRIPT or not event.alternatives:
+            return
+        meta = event.alternatives[0].metadata or {}
+        heard, whole = meta.get("heard"), meta.get("turn_transcript")
+        if isinstance(heard, str) and isinstance(whole, str) and heard and heard != whole:
+            self._revisions.append((heard, whole))
+
+    def revise(self, text: str) -> str:
+        """`text` (the turn as the framework put it together) with its split tail said as one piece."""
+        for i in range(len(self._revisions) - 1, -1, -1):
+            heard, whole = self._revisions[i]
+            if text == heard or text.endswith(" " + heard):
+                del self._revisions[i]
+                return f"{text[: len(text) - len(heard)]}{whole}"
+        return text
+
+
 _FLUSH = None  # a flush marker in the replay buffer
 
 
@@ -283,11 +347,14 @@ class SpeechStream(stt.RecognizeStream):
         self._speaking = False
         self._fresh_samples = 0  # consumed since the last usage report (re-sent audio excluded)
         self._request_id = ""
+        # this socket's finals (utterance id -> the text the framework got), for those that replace them
+        self._sent: OrderedDict[int, str] = OrderedDict()
 
     async def _run(self) -> None:
         ws = await self._connect()
         self._request_id = utils.shortuuid()
         self._origin = self._replay.start
+        self._sent.clear()  # utterance ids count from 1 again on a new socket
         answered = asyncio.Event()  # set while every flush sent so far has had its final
         if self._replay.pending_flushes == 0:
             answered.set()
@@ -390,12 +457,22 @@ class SpeechStream(stt.RecognizeStream):
         end = self._origin + round(float(event.get("end_s") or 0.0) * SAMPLE_RATE)
         self._replay.finalized(until=end, answered_flush=self._answers_flush(event, end))
         text = (event.get("text") or "").strip()
+        data = self._speech_data(event, text, avg_logprob=event.get("avg_logprob"))
+        replaced = [self._sent[i] for i in event.get("replaces") or [] if i in self._sent]
+        if heard := " ".join(t for t in replaced if t):
+            # the framework already has the turn's start: it gets the new words, the metadata the rest
+            data.text = unheard_tail(heard, text)
+            data.metadata = {"turn_transcript": text, "heard": f"{heard} {data.text}".strip()}
+        if isinstance(event.get("utterance_id"), int):
+            self._sent[event["utterance_id"]] = data.text
+            while len(self._sent) > 32:
+                self._sent.popitem(last=False)
         # an empty final still matters: it answers the agent's flush at once
         self._event_ch.send_nowait(
             stt.SpeechEvent(
                 type=stt.SpeechEventType.FINAL_TRANSCRIPT,
                 request_id=self._request_id,
-                alternatives=[self._speech_data(event, text, avg_logprob=event.get("avg_logprob"))],
+                alternatives=[data],
             )
         )
         self._report_usage()

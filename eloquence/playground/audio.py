@@ -18,6 +18,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -37,29 +38,62 @@ _MAX_QUEUED_S = 120.0
 
 
 class TrackAudioInput(io.AudioInput):
-    """The remote microphone track, resampled to 16 kHz mono `rtc.AudioFrame`s."""
+    """The remote microphone track as 16 kHz mono `rtc.AudioFrame`s, one every 20 ms.
 
-    def __init__(self, track: MediaStreamTrack, *, sample_rate: int = INPUT_SAMPLE_RATE) -> None:
+    A browser sends nothing while its track is muted or silent at the source (a Web Audio
+    stream, Opus DTX); the VAD would then never hear the silence that ends a turn. A frame that
+    is `gap_s` late is therefore replaced by 20 ms of silence, and so on every 20 ms until audio
+    comes again: the session hears a continuous microphone, as it does from a LiveKit room.
+    """
+
+    def __init__(
+        self, track: MediaStreamTrack, *, sample_rate: int = INPUT_SAMPLE_RATE, gap_s: float = 0.1
+    ) -> None:
         super().__init__(label="WebRTC")
         self._track = track
         self._rate = sample_rate
+        self._gap_s = gap_s
         self._resampler = AudioResampler(format="s16", layout="mono", rate=sample_rate)
         self._pending: deque[rtc.AudioFrame] = deque()
+        self._recv: asyncio.Future[Any] | None = None
+        self._due: float | None = None  # when the next frame is expected
+        self._filling = False
+        self._silence = bytes(int(sample_rate * FRAME_S) * 2)
         self.frames_received = 0
+        self.silence_frames = 0
 
     async def __anext__(self) -> rtc.AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self._due is None:
+            self._due = loop.time() + FRAME_S
         while not self._pending:
+            if self._recv is None:
+                self._recv = asyncio.ensure_future(self._track.recv())
+            wait = self._due - loop.time() + (0.0 if self._filling else self._gap_s)
+            done, _ = await asyncio.wait({self._recv}, timeout=max(wait, 0.0))
+            if not done:  # late: the microphone is silent for these 20 ms
+                self._filling = True
+                self._due += FRAME_S
+                self.silence_frames += 1
+                return rtc.AudioFrame(self._silence, self._rate, 1, len(self._silence) // 2)
+            recv, self._recv = self._recv, None
             try:
-                frame = await self._track.recv()
+                frame = recv.result()
             except MediaStreamError:
                 raise StopAsyncIteration from None
             self.frames_received += 1
+            self._filling = False
+            self._due = loop.time() + FRAME_S
             assert isinstance(frame, AudioFrame)
             for out in self._resampler.resample(frame):
                 pcm = out.to_ndarray().reshape(-1)
                 if pcm.size:
                     self._pending.append(rtc.AudioFrame(pcm.tobytes(), self._rate, 1, pcm.size))
         return self._pending.popleft()
+
+    def close(self) -> None:
+        if self._recv is not None:
+            self._recv.cancel()
 
 
 @dataclass

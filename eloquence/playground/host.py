@@ -113,6 +113,7 @@ class PeerSession:
     pipeline: Any = None
     messages: ClientMessages | None = None
     output: Any = None
+    mic: Any = None
     task: asyncio.Task[None] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: str | None = None
@@ -218,9 +219,8 @@ class SessionHost:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
             self.sessions[peer.id] = peer
-            peer.task = asyncio.create_task(
-                self._run(peer, TrackAudioInput(mic.result())), name=f"playground-{peer.id}"
-            )
+            peer.mic = TrackAudioInput(mic.result())
+            peer.task = asyncio.create_task(self._run(peer), name=f"playground-{peer.id}")
         except BaseException:
             await pc.close()
             raise
@@ -231,7 +231,7 @@ class SessionHost:
         return {"sdp": local.sdp, "type": local.type, "session_id": peer.id}
 
     # -- one session ----------------------------------------------------------------------
-    async def _run(self, peer: PeerSession, mic: Any) -> None:
+    async def _run(self, peer: PeerSession) -> None:
         from ..agent import CoachAgent, build_pipeline, build_session
 
         try:
@@ -239,7 +239,7 @@ class SessionHost:
             session = peer.session = build_session(
                 settings=self.settings, pipeline=peer.pipeline, vad_model=self._vad
             )
-            session.input.audio = mic
+            session.input.audio = peer.mic
             session.output.audio = peer.output
             peer.messages = ClientMessages(sink=peer.sink)
             peer.messages.attach(session)
@@ -291,6 +291,8 @@ class SessionHost:
         logger.info("session %s ended: %s", peer.id, peer.end_reason)
         if peer.output is not None:
             peer.output.aclose()
+        if peer.mic is not None:
+            peer.mic.close()
         if peer.session is not None:
             with contextlib.suppress(Exception):
                 await peer.session.aclose()
@@ -317,10 +319,21 @@ class SessionHost:
 
 
 def _describe(ev: Any) -> str:
+    """An unrecoverable session error, named by the service behind it."""
+    from livekit.agents import llm, stt, tts
+
     source = getattr(ev, "source", None)
-    label = getattr(source, "label", None) or type(source).__name__
     error = getattr(ev, "error", None)
-    return f"{label}: {getattr(error, 'error', error)}"
+    inner = getattr(error, "error", error)
+    for kind, service in (
+        (tts.TTS, "speech synthesis (azure-tts)"),
+        (stt.STT, "speech recognition (whisper-stt)"),
+        (llm.LLM, "the language model"),
+    ):
+        if isinstance(source, kind):
+            return f"{service} failed: {inner}"
+    label = getattr(source, "label", None) or type(source).__name__
+    return f"{label} failed: {inner}"
 
 
 # --- HTTP ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import numpy as np
@@ -33,6 +34,9 @@ from eloquence.services import WHISPER_STT, ServiceProcess, running_service
 from sidecar_common.pcm import float_to_pcm16
 
 from ..french import FrenchUtterance, corpus, french_wer, speak_french
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
 
 LEAD_S = 0.3
 CHUNK_S = 0.1
@@ -50,8 +54,10 @@ def ws_url(base: str, path: str) -> str:
     return base.replace("http://", "ws://").rstrip("/") + path
 
 
-async def flush_final(session: aiohttp.ClientSession, url: str, audio: np.ndarray, language: str) -> tuple[float, str]:
-    """Stream `audio` at once on a fresh socket, flush: (flush → final in seconds, the final's text)."""
+async def flush_final(
+    session: aiohttp.ClientSession, url: str, audio: np.ndarray, language: str
+) -> tuple[float, str, str]:
+    """Stream `audio` at once on a fresh socket, flush: (flush → final in seconds, text, language)."""
     async with session.ws_connect(ws_url(url, f"/v1/stream?sample_rate=16000&language={language}")) as ws:
         pcm = float_to_pcm16(audio)
         step = int(CHUNK_S * 16000) * 2
@@ -71,12 +77,13 @@ async def flush_final(session: aiohttp.ClientSession, url: str, audio: np.ndarra
                 # a final the service's own VAD made before the flush (a long pause) is part of the answer
                 texts.append(event["text"])
                 if event["reason"] == "flush":
-                    return time.perf_counter() - sent, " ".join(t for t in texts if t)
+                    return time.perf_counter() - sent, " ".join(t for t in texts if t), event["language"]
 
 
 async def through_sidecar(url: str, clips: list[np.ndarray], language: str) -> list[tuple[float, str]]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
-        return [await flush_final(session, url, audio, language) for audio in clips]
+        finals = [await flush_final(session, url, audio, language) for audio in clips]
+    return [(seconds, text) for seconds, text, _ in finals]
 
 
 @contextlib.contextmanager
@@ -101,10 +108,10 @@ def raw_passes(clips: list[np.ndarray], *, beam_size: int) -> list[tuple[float, 
     return results
 
 
-_models: dict[str, object] = {}
+_models: dict[str, WhisperModel] = {}
 
 
-def _raw_model(path: str):  # type: ignore[no-untyped-def]
+def _raw_model(path: str) -> WhisperModel:
     from faster_whisper import WhisperModel
 
     if path not in _models:
@@ -144,8 +151,15 @@ def french_figures(*, quick: bool, log_dir: Path) -> list[dict[str, object]]:
     ):
         with sidecar(env, log_dir, label.split(",")[-1].strip().replace(" ", "-")) as service:
             rows.append(summary(label, references, asyncio.run(through_sidecar(service.url, clips, "fr"))))
-    rows.append(summary("raw faster-whisper, 30 s window, beam 1", references, raw_passes(clips, beam_size=1)))
-    rows.append(summary("raw faster-whisper, 30 s window, beam 5", references, raw_passes(clips, beam_size=5)))
+    # The stock call takes seconds per utterance: the 12 of --quick (each sentence, voices in turn) only.
+    raw_utterances = corpus()
+    raw_refs, raw_clips = [u.text for u in raw_utterances], [clip(u) for u in raw_utterances]
+    rows.append(
+        summary("raw faster-whisper, 30 s window, beam 1", raw_refs, raw_passes(raw_clips, beam_size=1))
+    )
+    rows.append(
+        summary("raw faster-whisper, 30 s window, beam 5", raw_refs, raw_passes(raw_clips, beam_size=5))
+    )
     if quick:
         return rows
     # The voice's share: the same model and decoding, one espeak-ng recipe at a time.
@@ -154,7 +168,9 @@ def french_figures(*, quick: bool, log_dir: Path) -> list[dict[str, object]]:
     for recipe in dict.fromkeys(u.recipe for u in utterances):
         picked = [i for i, u in enumerate(utterances) if u.recipe == recipe]
         voice_wer = french_wer([references[i] for i in picked], [first[i] for i in picked])
-        print(f"  sidecar, fr decoding, voice {recipe.label:18s} WER {voice_wer:.3f} ({len(picked)} utterances)")
+        print(
+            f"  sidecar, fr decoding, voice {recipe.label:18s} WER {voice_wer:.3f} ({len(picked)} utterances)"
+        )
     return rows
 
 
@@ -166,7 +182,10 @@ def english_ab(*, log_dir: Path, repeats: int) -> None:
     clips = [np.concatenate([lead, speak(q)]) for q in QUESTIONS[:12]]
     before: list[float] = []
     after: list[float] = []
-    with sidecar({"WHISPER_MODELS": "en:tiny.en"}, log_dir, "en-only") as old, sidecar({}, log_dir, "en-fr") as new:
+    with (
+        sidecar({"WHISPER_MODELS": "en:tiny.en"}, log_dir, "en-only") as old,
+        sidecar({}, log_dir, "en-fr") as new,
+    ):
         for i, audio in enumerate(clips * repeats):
             # alternate which goes first (ABBA), so drifting load on the box hits both alike
             order = [(old, before), (new, after)] if i % 2 == 0 else [(new, after), (old, before)]
@@ -180,7 +199,9 @@ def english_ab(*, log_dir: Path, repeats: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m eloquence_bench.components.french_stt", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m eloquence_bench.components.french_stt", description=__doc__
+    )
     parser.add_argument("--quick", action="store_true", help="12 utterances instead of 72")
     parser.add_argument("--english-ab", action="store_true", help="only the English before/after latency")
     parser.add_argument("--repeats", type=int, default=3, help="English A/B rounds over 12 utterances")

@@ -43,6 +43,15 @@ class BenchOptions:
     peers: bool = True
     work_dir: Path = Path(".eloquence/bench")
     endpoint_silence_ms: int = ENDPOINT_SILENCE_MS
+    agent_sessions: list[int] | None = None
+    """Levels of whole AgentSessions at once (None: 1, 2 and 4; quick: none)."""
+    agent_session_turns: int = 4
+
+    @property
+    def agent_levels(self) -> list[int]:
+        if self.agent_sessions is not None:
+            return sorted(set(self.agent_sessions))
+        return [] if self.quick else [1, 2, 4]
 
     @property
     def levels(self) -> list[int]:
@@ -171,6 +180,31 @@ class Bench:
                 track_rss=True,
             )
             self.result["soak"] = soak_summary(soak, self.opts.soak)
+
+    async def agent_sessions_phase(
+        self, utterances: list[Utterance], urls: dict[str, str], log_dir: Path
+    ) -> None:
+        from .agent_sessions import capacity, run_agent_sessions
+
+        ids = [u.id for u in utterances if u.kind == "question"]
+        out: dict[str, Any] = {}
+        for level in self.opts.agent_levels:
+            task = self.progress.add_task(f"{level} whole AgentSession(s) at once", total=1)
+            out[str(level)] = await run_agent_sessions(
+                sessions=level,
+                turns_per_session=self.opts.agent_session_turns,
+                utterance_ids=ids,
+                urls=urls,
+                work_dir=self.opts.work_dir,
+                log_dir=log_dir,
+            )
+            self.progress.advance(task)
+        self.result["agent_sessions"] = {
+            "levels": out,
+            "capacity_sessions": capacity(out),
+            "what": "whole AgentSessions (one process each), talk turns paced in real time; capacity: "
+            "the most sessions at once with e2e p95 <= 1500 ms and no error",
+        }
 
     async def raw_phase(
         self, questions: list[Utterance], texts: list[str], config: EngineConfig, llm: Any
@@ -328,6 +362,8 @@ class Bench:
                 name: {"url": url, "pid": pids.get(name)} for name, url in urls.items()
             }
             await self._phase("stack turns", self.stack_phase(stack_utts, warmup, urls))
+            if opts.agent_levels:
+                await self._phase("agent sessions", self.agent_sessions_phase(stack_utts, urls, log_dir))
             await self._phase("concurrency", self.concurrency_phase(questions, urls, pids, llm))
             await self._phase("raw engines", self.raw_phase(questions, texts, config, llm))
             await self._phase("tts sidecar", self.tts_sidecar_phase(texts, urls))

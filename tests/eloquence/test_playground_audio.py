@@ -165,6 +165,32 @@ async def test_the_microphone_track_reaches_the_session_as_16_khz_mono() -> None
     assert np.abs(samples).max() > 2000  # the tone, not silence
 
 
+class _QuietTrack(_StereoTrack):
+    """Sends `frames`, then nothing for `quiet_s` (a muted or silent browser track), then `frames`."""
+
+    def __init__(self, frames: int, quiet_s: float) -> None:
+        super().__init__(frames=2 * frames)
+        self.half, self.quiet_s = frames, quiet_s
+
+    async def recv(self) -> AudioFrame:
+        if self.left == self.half:
+            self.half = -1
+            await asyncio.sleep(self.quiet_s)
+        return await super().recv()
+
+
+async def test_a_silent_track_still_gives_the_session_a_continuous_microphone() -> None:
+    mic = TrackAudioInput(_QuietTrack(frames=10, quiet_s=0.6))
+    frames = [frame async for frame in mic]
+    loud = [bool(np.frombuffer(f.data, dtype="<i2").any()) for f in frames]
+    first_gap, last_gap = loud.index(False), len(loud) - 1 - loud[::-1].index(False)
+    assert all(loud[:first_gap]) and all(loud[last_gap + 1 :])  # the tone, silence, the tone
+    assert not any(loud[first_gap : last_gap + 1])
+    assert mic.silence_frames == last_gap - first_gap + 1 > 0
+    silent = frames[first_gap]
+    assert (silent.sample_rate, silent.num_channels, silent.samples_per_channel) == (16000, 1, 320)
+
+
 async def test_client_messages_reach_the_peer_over_the_data_channel() -> None:
     _include_loopback_when_alone()
     page, host = RTCPeerConnection(), RTCPeerConnection()

@@ -30,6 +30,7 @@ from eloquence.services import (
     running_service,
 )
 from eloquence.settings import AppSettings
+from eloquence.stages import TIMELINE_KEYS
 from eloquence.talk import TalkError, run_talk_turn
 from eloquence_bench.quality import wer
 from eloquence_bench.speech import silence, speak, speak_with_pause, to_wav
@@ -119,6 +120,16 @@ async def test_a_full_spoken_turn_through_the_talk_command(stack: dict[str, str]
     assert timings["e2e_ms"] is not None and timings["e2e_ms"] > 0
     for stage in ("stt_final_ms", "llm_ttft_ms", "tts_first_audio_ms"):
         assert timings[stage] is not None and timings[stage] >= 0, stage
+
+    # the turn on one clock, ms after the last voiced input sample, in causal order
+    tl = report["timeline"]
+    assert set(tl) == set(TIMELINE_KEYS)
+    order = ("vad_end_of_speech", "stt_final", "llm_first_token", "tts_text", "tts_first_audio")
+    assert tl["last_voiced_input"] == 0.0
+    assert 0 < tl["vad_end_of_speech"] <= tl["stt_final"], tl
+    assert tl["llm_request"] <= tl["llm_first_token"] <= tl["tts_text"], tl
+    assert tl["tts_request"] <= tl["tts_first_audio"] <= tl["output_first_frame"] == timings["e2e_ms"], tl
+    assert all(tl[key] is not None for key in order), tl
 
     # the reply audio is real speech: it transcribes back into words
     audio, rate = sf.read(out, dtype="float32")

@@ -59,6 +59,12 @@ def test_quick_bench_has_every_stage_for_every_turn(quick_bench) -> None:
     for stage in STACK_STAGES:
         stats = result["stages"][stage]
         assert stats["n"] == 2 and stats["p50_ms"] <= stats["p95_ms"] <= stats["max_ms"]
+    # the waterfall: every turn's instants on one clock, and their statistics
+    for turn in turns:
+        tl = turn["timeline"]
+        assert tl["output_first_frame"] == turn["stages"]["e2e"], tl
+        assert 0 < tl["vad_end_of_speech"] <= tl["stt_final"] < tl["output_first_frame"], tl
+    assert result["timeline"]["tts_first_audio"]["n"] == 2
 
 
 def test_quick_bench_sidecar_loop_and_raw_baselines(quick_bench) -> None:
@@ -94,6 +100,7 @@ def test_quick_bench_writes_markdown_and_a_valid_png(quick_bench) -> None:
     _, out, proc = quick_bench
     md = (out / "bench.md").read_text()
     assert "end of speech → first audio" in md and "| stage |" in md
+    assert "Waterfall" in md and "first frame captured by the output" in md
     assert "end of speech → first audio" in proc.stdout  # the table is printed too
     png = (out / "bench.png").read_bytes()
     assert png[:8] == PNG_SIGNATURE

@@ -262,7 +262,11 @@ def test_slow_readers_do_not_hold_the_services(whisper: ServiceProcess, tts: Ser
         seen: Counter[str] = Counter()
         await _exchange(
             tts_url,
-            [json.dumps({"type": "text", "text": "Still here."}), json.dumps({"type": "flush"})],
+            [
+                json.dumps({"type": "config", "sample_rate": 16000}),
+                json.dumps({"type": "text", "text": "Still here."}),
+                FLUSH,
+            ],
             TTS_EVENTS,
             seen,
         )

@@ -12,13 +12,22 @@ import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, APIError, APIStatusError, stt
+from livekit.agents.language import LanguageCode
 from livekit.agents.metrics import STTMetrics
 from support.fault_proxy import Faults, fault_proxy
 
 from eloquence.services import WHISPER_STT, ServiceProcess, check_health, free_port, running_service
 from eloquence_bench.quality import wer
-from eloquence_bench.speech import silence, speak
-from providers.stt import SAMPLE_RATE, STREAM_CONNECT_OPTIONS, WhisperSTT, _ReplayBuffer, resolve_stt_url
+from eloquence_bench.speech import silence, speak, speak_with_pause
+from providers.stt import (
+    SAMPLE_RATE,
+    STREAM_CONNECT_OPTIONS,
+    TurnRevisions,
+    WhisperSTT,
+    _ReplayBuffer,
+    resolve_stt_url,
+    unheard_tail,
+)
 from sidecar_common.pcm import float_to_pcm16 as to_pcm16
 
 # one inference thread: the box is shared
@@ -174,6 +183,74 @@ async def test_manual_flush_finalizes_the_utterance_at_once(whisper_stt: Whisper
     await stream.aclose()
     assert log.error is None
     assert len(log.finals) == 3 and log.finals[2] == ""  # end_input flushes once more: an empty final
+
+
+async def test_a_sentence_cut_by_a_pause_reaches_the_turn_whole(whisper_stt: WhisperSTT) -> None:
+    first, rest = "I want to get better at", "presenting to my team."
+    sentence = f"{first} {rest}"
+    audio = np.concatenate([speak_with_pause(first, rest, 0.6), silence(0.2)])
+    voiced = np.flatnonzero(audio)
+    gaps = np.diff(voiced)
+    in_pause = int(voiced[np.argmax(gaps)]) + int(0.3 * SAMPLE_RATE)  # the agent's VAD flushes here
+    frames = frames_of(audio)
+    cut = in_pause // (SAMPLE_RATE * FRAME_MS // 1000)
+    stream = whisper_stt.stream()
+    log = EventLog(stream)
+    await push(stream, frames[:cut])
+    stream.flush()
+    await log.wait_finals(1)
+    await push(stream, frames[cut:])
+    stream.flush()
+    await log.wait_finals(2)
+    await stream.aclose()
+
+    revisions = TurnRevisions()
+    for event in log.events:
+        revisions.observe(event)
+    # what the framework puts together from the finals: the start as first heard, then new words only
+    heard = " ".join(text for text in log.finals if text)
+    assert wer(first, log.finals[0]) > 0, log.finals  # the first half alone is mis-heard
+    assert len(heard.split()) <= len(sentence.split()), log.finals  # no word twice
+    whole = revisions.revise(heard)
+    assert whole != heard and wer(sentence, whole) <= 0.05, (heard, whole)
+    final = log.of(stt.SpeechEventType.FINAL_TRANSCRIPT)[1].alternatives[0]
+    assert final.metadata == {"turn_transcript": whole, "heard": heard}
+    assert revisions.revise(heard) == heard  # used once: the turn is over
+
+
+def test_unheard_tail_is_what_the_whole_transcript_adds() -> None:
+    assert unheard_tail(
+        "Can you give me some tips for my...", "Can you give me some tips for my next job?"
+    ) == ("next job?")
+    # a mis-heard last word is replaced by the whole transcript, never said twice
+    assert unheard_tail(
+        "I want to get better at present.", "I want to get better at presenting to my team."
+    ) == ("to my team.")
+    assert unheard_tail("", "Hello there.") == "Hello there."
+    assert unheard_tail("Hello there.", "Hello there.") == ""
+
+
+def test_turn_revisions_replace_only_the_tail_that_was_heard_split() -> None:
+    revisions = TurnRevisions()
+    final = stt.SpeechEvent(
+        type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+        alternatives=[
+            stt.SpeechData(
+                language=LanguageCode("en"),
+                text="to my team.",
+                metadata={
+                    "turn_transcript": "I want to get better at presenting to my team.",
+                    "heard": "I want to get better at present. to my team.",
+                },
+            )
+        ],
+    )
+    revisions.observe(final)
+    revisions.observe(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
+    assert revisions.revise("Something else.") == "Something else."
+    assert revisions.revise("Hi. I want to get better at present. to my team.") == (
+        "Hi. I want to get better at presenting to my team."
+    )
 
 
 async def test_flush_without_speech_answers_one_empty_final(whisper_stt: WhisperSTT) -> None:

@@ -253,3 +253,39 @@ def test_missing_model_file_fails_start_up_with_a_clear_message(tmp_path: Path) 
         running_service(LOCAL_LLM, tmp_path, env=env, timeout=60),
     ):
         pass
+
+
+def test_a_generation_lowers_its_own_thread_priority_after_its_first_clause() -> None:
+    """The rest of a reply is bulk work: its thread yields the CPU; the caller's thread does not."""
+    import threading
+
+    from local_llm.chat_request import ChatRequest
+    from local_llm.model import GGUFChatModel, TokenDelta
+    from local_llm.settings import default_model_path
+
+    model = GGUFChatModel(
+        model_path=default_model_path(),
+        name="test",
+        chat_format="chatml",
+        threads=1,
+        batch_threads=1,
+        context_size=512,
+        prompt_cache_mb=0,
+        decode_nice=5,
+        urgent_tokens=2,
+    )
+    request = ChatRequest(
+        messages=[{"role": "user", "content": LONG_PROMPT}],
+        stream=True,
+        max_tokens=8,
+        sampling={"temperature": 0.0},
+    )
+    caller_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[int] = []
+    for event in model.generate(request, cancelled=threading.Event(), wait_s=None):
+        workers = [t for t in threading.enumerate() if t.name == "llm-generation" and t.native_id]
+        if isinstance(event, TokenDelta) and workers:
+            seen.append(os.getpriority(os.PRIO_PROCESS, workers[0].native_id))
+    assert len(seen) >= 4, seen
+    assert seen[-1] == caller_before + 5, seen  # lowered once the urgent tokens were out
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller_before

@@ -22,15 +22,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 JENNY, GUY, DENISE, HENRI = "en-US-JennyNeural", "en-US-GuyNeural", "fr-FR-DeniseNeural", "fr-FR-HenriNeural"
-JOE, ESPEAK_FR, ESPEAK_EN = "en_US-joe-medium", "espeak-fr", "espeak-en-us"
+JOE, ESPEAK_FR, ESPEAK_EN = "en_US-joe-medium", "espeak-fr+m2", "espeak-en-us"
 
 
 @pytest.fixture(scope="module")
 def engine_voices() -> dict[str, list[VoiceInfo]]:
-    settings = AzureTTSSettings(_env_file=None)  # type: ignore[call-arg]
+    settings = AzureTTSSettings(_env_file=None)
     azure = [VoiceInfo(name=v, engine="azure", language=voice_language(v)) for v in settings.azure_voices]
     piper = PiperEngine(voice_paths=[default_voice_path()], max_workers=1)
-    espeak = EspeakEngine(voices=["fr", "en-us"], max_workers=1)
+    espeak = EspeakEngine(voices=["fr+m2", "en-us"], max_workers=1)
     return {"azure": azure, "piper": piper.voices, "espeak": espeak.voices}
 
 
@@ -44,12 +44,7 @@ def catalog(
 ) -> VoiceCatalog:
     """The catalog a service with `primary` builds: Piper is loaded beside Azure/espeak (the fallback)."""
     loaded = [e for e in engines if e == primary or e in ("piper", "espeak")]
-    voices = [
-        v
-        for e in loaded
-        for v in engine_voices[e]
-        if e != "espeak" or v.name in espeak_voices
-    ]
+    voices = [v for e in loaded for v in engine_voices[e] if e != "espeak" or v.name in espeak_voices]
     defaults = {"azure": JENNY, "piper": JOE, "espeak": espeak_voices[0]}
     return VoiceCatalog(
         primary_engine=primary,
@@ -96,7 +91,9 @@ def test_an_english_session_never_gets_a_french_voice(
             assert choice.language.startswith("en-"), (engine, context, choice)
 
 
-def test_region_tags_and_an_unknown_context_keep_the_language(engine_voices: dict[str, list[VoiceInfo]]) -> None:
+def test_region_tags_and_an_unknown_context_keep_the_language(
+    engine_voices: dict[str, list[VoiceInfo]],
+) -> None:
     azure = catalog(engine_voices, "azure")
     assert azure.choose(voice=None, context="coaching", language="fr-CA").voice == HENRI
     assert azure.choose(voice=None, context="small-talk", language="fr").voice == DENISE  # first French voice

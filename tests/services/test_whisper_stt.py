@@ -243,8 +243,8 @@ async def test_http_bad_input_gets_clear_4xx_and_service_stays_healthy(whisper: 
             400,
             "unsupported_language",
         )
-        # tiny.en is English-only: asking it for French is refused, not silently transcribed as English.
-        assert await error_of(await post_audio(session, whisper.url, wav, language="fr")) == (
+        # No model serves German (en: tiny.en, fr: base): refused, not silently transcribed as English.
+        assert await error_of(await post_audio(session, whisper.url, wav, language="de")) == (
             400,
             "unsupported_language",
         )

@@ -130,7 +130,7 @@
 
   function newTurn() {
     const node = el("li", "turn");
-    const turn = { node, user: null, finals: [], interim: "", reply: null, metrics: null, e2eMs: null };
+    const turn = { node, user: null, finals: [], interim: "", reply: null, metrics: null, e2eMs: null, lastUserAt: 0 };
     state.turns.push(turn);
     ui.turns.appendChild(node);
     return turn;
@@ -138,8 +138,10 @@
 
   function currentTurn({ forUser }) {
     const last = state.turns[state.turns.length - 1];
-    // a user's words after a reply start a new turn
-    if (!last || (forUser && last.reply !== null)) return newTurn();
+    // a user's words after a reply (its text, or its audio when they speak over it) start a new turn
+    const lastOnset = state.replyOnsets[state.replyOnsets.length - 1];
+    const spokenOver = last && last.user !== null && lastOnset !== undefined && lastOnset > last.lastUserAt;
+    if (!last || (forUser && (last.reply !== null || spokenOver))) return newTurn();
     return last;
   }
 
@@ -160,6 +162,7 @@
     if (!message || typeof message !== "object") return;
     if (message.type === "transcription") {
       const turn = currentTurn({ forUser: true });
+      turn.lastUserAt = performance.now();
       if (message.final) {
         turn.finals.push(message.text);
         turn.interim = "";
@@ -168,8 +171,8 @@
       }
       renderUser(turn);
     } else if (message.type === "ai_response") {
-      const last = state.turns[state.turns.length - 1];
-      const turn = last && last.reply === null ? last : newTurn();
+      // the oldest turn still waiting: an interrupted reply arrives after the words that cut it
+      const turn = state.turns.find((t) => t.reply === null) || newTurn();
       turn.reply = message.response;
       turn.replyNode = el("p", "bubble reply", message.response);
       turn.node.appendChild(turn.replyNode);

@@ -104,12 +104,18 @@ class EspeakEngine:
             raise EspeakUnavailableError(
                 f"espeak-ng has no voice {base!r} (ESPEAK_VOICES); `espeak-ng --voices` lists them"
             )
-        if variant and (data := self._data_dir()) is not None and not (data / "voices" / "!v" / variant).is_file():
+        if (
+            variant
+            and (data := self._data_dir()) is not None
+            and not (data / "voices" / "!v" / variant).is_file()
+        ):
             # espeak-ng would silently ignore an unknown variant: refuse it here instead
             raise EspeakUnavailableError(f"espeak-ng has no voice variant {variant!r} (in {voice!r})")
 
     def _data_dir(self) -> Path | None:
-        out = subprocess.run([self._exe, "--version"], capture_output=True, text=True, timeout=self._timeout_s)
+        out = subprocess.run(
+            [self._exe, "--version"], capture_output=True, text=True, timeout=self._timeout_s
+        )
         match = re.search(r"Data at:\s*(\S+)", out.stdout)
         return Path(match.group(1)) if match else None
 
@@ -123,9 +129,13 @@ class EspeakEngine:
         speed = max(80, min(450, round(BASE_WORDS_PER_MINUTE * (rate or 1.0))))
         argv = [self._exe, "-v", self._ids[voice], "-s", str(speed), "--stdout"]
         try:
-            done = subprocess.run(argv, input=text.encode("utf-8"), capture_output=True, timeout=self._timeout_s)
+            done = subprocess.run(
+                argv, input=text.encode("utf-8"), capture_output=True, timeout=self._timeout_s
+            )
         except subprocess.TimeoutExpired:
-            raise EngineTimeoutError(f"espeak-ng took over {self._timeout_s:.0f} s", engine=self.name) from None
+            raise EngineTimeoutError(
+                f"espeak-ng took over {self._timeout_s:.0f} s", engine=self.name
+            ) from None
         except OSError as e:
             raise SynthesisError(f"espeak-ng could not run: {e.strerror or e}", engine=self.name) from None
         wav = done.stdout

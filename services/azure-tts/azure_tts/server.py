@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -16,8 +15,9 @@ from pydantic import BaseModel, ValidationError
 
 from sidecar_common.app import SidecarAPI, open_websocket
 from sidecar_common.audio import wav_bytes
-from sidecar_common.http import SidecarError
+from sidecar_common.http import InvalidJSON, SidecarError, parse_json
 
+from . import openapi
 from .errors import EngineThrottledError, SynthesisError
 from .messages import OpenAISpeechRequest, SynthesizeRequest, validation_message
 from .pcm_frames import PCMFramer
@@ -60,6 +60,9 @@ class AzureTTSAPI(SidecarAPI):
         self.tts = tts
         self.max_text_chars = max_text_chars
         self.retry_after_s = retry_after_s
+
+    def openapi_paths(self) -> dict[str, Any]:
+        return openapi.paths(voices=self.tts.catalog.names(), max_text_chars=self.max_text_chars)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -201,8 +204,8 @@ async def _request_model(request: web.Request, model: type[RequestT]) -> Request
     except web.HTTPRequestEntityTooLarge:
         raise SidecarError(413, "too_large", f"request body over {MAX_BODY_BYTES} bytes") from None
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        body = parse_json(raw)
+    except InvalidJSON as e:
         raise SidecarError(400, "invalid_json", f"body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise SidecarError(400, "invalid_request", "body must be a JSON object")

@@ -59,9 +59,10 @@ class AzureTTSSettings(SidecarSettings):
     piper_extra_voices: list[str] = Field(default_factory=list)
     piper_threads: int = Field(default=1, ge=1)
 
-    espeak_voices: list[str] = Field(default_factory=lambda: ["fr"])
-    """espeak-ng voices (`fr`, `fr+m2`, `en-us`) loaded beside the primary engine for the languages it
-    lacks (French offline); [] for none. Needs the espeak-ng system package."""
+    espeak_voices: list[str] = Field(default_factory=lambda: ["fr+m2"])
+    """espeak-ng voices (`fr+m2`, `fr-be`, `en-us`) loaded beside the primary engine for the languages it
+    lacks (French offline); [] for none. Needs the espeak-ng system package. fr+m2 is the French
+    variant Whisper base understood best (tests/services/test_french_tts.py)."""
     piper_noise_scale: float | None = Field(default=None, ge=0)
     """Piper's generator noise; None keeps the voice's own (natural: each synthesis differs a little).
     0, with PIPER_NOISE_W_SCALE=0, makes the same text give the same audio (what tests judge)."""

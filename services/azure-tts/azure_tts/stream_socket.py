@@ -17,6 +17,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
+from sidecar_common.http import InvalidJSON, parse_json
+
 from .errors import SynthesisError
 from .messages import StreamConfig, StreamText, validation_message
 from .pcm_frames import PCMFramer
@@ -73,8 +75,8 @@ class StreamSocket:
 
     async def _on_text(self, data: str) -> None:
         try:
-            message: Any = json.loads(data)
-        except json.JSONDecodeError as e:
+            message: Any = parse_json(data)
+        except InvalidJSON as e:
             await self._error("invalid_message", f"not valid JSON: {e}")
             return
         kind = message.get("type") if isinstance(message, dict) else None

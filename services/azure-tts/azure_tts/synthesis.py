@@ -78,7 +78,9 @@ class TextToSpeech:
         self.cache = cache
         self.metrics = metrics
         # An offline engine (Piper, else espeak-ng for a language Piper lacks) stands in for the primary.
-        self.fallback = fallback and any(e in self.engines and e != catalog.primary_engine for e in OFFLINE_ENGINES)
+        self.fallback = fallback and any(
+            e in self.engines and e != catalog.primary_engine for e in OFFLINE_ENGINES
+        )
         self.max_concurrent = max_concurrent
         self._chunk_max_chars = chunk_max_chars
         self._active = 0
@@ -161,7 +163,9 @@ class SpeechSession:
             stand_in = self._tts.catalog.choose_fallback(context=opts.context, language=opts.language)
             if stand_in is None:  # no offline voice speaks this language
                 raise
-            logger.warning("%s failed before the first byte, falling back to %s: %s", choice.engine, stand_in.engine, e)
+            logger.warning(
+                "%s failed before the first byte, falling back to %s: %s", choice.engine, stand_in.engine, e
+            )
             metrics.fallbacks.labels(choice.engine, stand_in.engine, e.code).inc()
             self.fallback_reason = e.code
             self.choice = stand_in

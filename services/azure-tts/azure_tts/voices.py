@@ -52,12 +52,13 @@ class NoVoiceForLanguageError(UnknownVoiceError):
     code = "unsupported_language"
 
     def __init__(self, language: str, valid: list[str], languages: list[str]) -> None:
-        hint = (
-            "for French offline install espeak-ng (apt-get install espeak-ng) and keep ESPEAK_VOICES=fr, "
-            "mount a French Piper voice (PIPER_VOICE), or configure Azure"
-            if primary_subtag(language) == "fr"
-            else "mount a Piper voice of that language (PIPER_EXTRA_VOICES) or add an espeak-ng voice (ESPEAK_VOICES)"
-        )
+        if primary_subtag(language) == "fr":
+            hint = (
+                "for French offline, install espeak-ng (apt-get install espeak-ng; ESPEAK_VOICES names its "
+                "French voice), mount a French Piper voice (PIPER_VOICE), or configure Azure"
+            )
+        else:
+            hint = "mount a Piper voice of that language (PIPER_EXTRA_VOICES) or add an espeak-ng voice"
         super().__init__(
             language,
             valid,
@@ -101,7 +102,9 @@ class VoiceCatalog:
                 for wanted in self._context_names(context, engine):
                     known = self._by_name.get(wanted.lower())
                     if known is None or known.engine != engine:
-                        logger.warning("context %r names unknown %s voice %r: it is not used", context, engine, wanted)
+                        logger.warning(
+                            "context %r names unknown %s voice %r: it is not used", context, engine, wanted
+                        )
 
     @property
     def voices(self) -> list[VoiceInfo]:
@@ -115,7 +118,10 @@ class VoiceCatalog:
 
     def contexts(self) -> dict[str, str]:
         """Context -> the voice it uses on the primary engine (no language given)."""
-        return {ctx: self.choose_for_engine(self.primary_engine, context=ctx, language=None).voice for ctx in self._contexts}
+        return {
+            ctx: self.choose_for_engine(self.primary_engine, context=ctx, language=None).voice
+            for ctx in self._contexts
+        }
 
     def choose(self, *, voice: str | None, context: str | None, language: str | None) -> VoiceChoice:
         if voice:
@@ -127,7 +133,7 @@ class VoiceCatalog:
         return self._first_engine_with(engines, context=context, language=language)
 
     def choose_fallback(self, *, context: str | None, language: str | None) -> VoiceChoice | None:
-        """The offline voice that stands in for a failed primary engine, or None when none speaks the language."""
+        """The offline voice standing in for a failed primary engine; None when none speaks the language."""
         engines = [e for e in OFFLINE_ENGINES if e != self.primary_engine and e in self._defaults]
         try:
             return self._first_engine_with(engines, context=context, language=language) if engines else None
@@ -139,7 +145,9 @@ class VoiceCatalog:
         info = self._voice_on(engine, context=context, language=language)
         return self._choice(info or self._by_name[self._defaults[engine].lower()], context)
 
-    def _first_engine_with(self, engines: Sequence[str], *, context: str | None, language: str | None) -> VoiceChoice:
+    def _first_engine_with(
+        self, engines: Sequence[str], *, context: str | None, language: str | None
+    ) -> VoiceChoice:
         for engine in engines:
             if engine in self._defaults:
                 info = self._voice_on(engine, context=context, language=language)
@@ -149,7 +157,7 @@ class VoiceCatalog:
         raise NoVoiceForLanguageError(language, self.names(), self.languages())
 
     def _voice_on(self, engine: str, *, context: str | None, language: str | None) -> VoiceInfo | None:
-        """The context's voice in the language, else the engine's voice for the language; None if it has none."""
+        """The context's voice in the language, else the engine's voice of the language; None if none."""
         if context and context not in self._contexts:
             logger.debug("unknown context %r: the language's voice", context)
         wanted = primary_subtag(language) if language else None

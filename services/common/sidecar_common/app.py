@@ -18,6 +18,8 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .http import Handler, HTTPMetrics, SidecarError, json_error
+from .openapi import openapi_document
+from .request_policy import echo_request_id, request_policy
 from .settings import SidecarSettings
 
 logger = logging.getLogger("sidecar")
@@ -54,6 +56,10 @@ class SidecarAPI(abc.ABC):
         clean-up after it, once the server has stopped."""
         yield
 
+    def openapi_paths(self) -> dict[str, Any]:
+        """The sidecar's HTTP operations for `GET /openapi.json` (sidecar_common/openapi.py)."""
+        return {}
+
     async def shutdown(self) -> None:  # noqa: B027 - optional, most sidecars have nothing to close
         """The server is stopping: close what keeps a handler open for good (websockets)."""
 
@@ -62,10 +68,13 @@ def create_app(api: SidecarAPI, *, settings: SidecarSettings) -> web.Application
     """The aiohttp app of one sidecar around an API whose model or engines are already loaded."""
     registry = api.registry
     http_metrics = HTTPMetrics(registry, api.metrics_prefix)
-    app = web.Application(middlewares=_middlewares(http_metrics), client_max_size=api.max_body_bytes)
+    app = web.Application(
+        middlewares=_middlewares(http_metrics, settings), client_max_size=api.max_body_bytes
+    )
     app[SETTINGS] = settings
     readiness = _Readiness()
     app.on_response_prepare.append(_on_response_prepare)
+    app.on_response_prepare.append(echo_request_id)
     # Order matters: the API's start-up runs first, and the service is ready only once it is done.
     app.cleanup_ctx.append(api.lifespan)
     app.cleanup_ctx.append(readiness.lifespan)
@@ -84,9 +93,21 @@ def create_app(api: SidecarAPI, *, settings: SidecarSettings) -> web.Application
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return response
 
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(
+            openapi_document(
+                title=api.metrics_prefix.replace("_", "-"),
+                version=_version(),
+                description=(api.__doc__ or "").strip().splitlines()[0] if api.__doc__ else "",
+                paths=api.openapi_paths(),
+                secured=bool(settings.sidecar_api_key),
+            )
+        )
+
     app.on_shutdown.append(stop)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
     app.router.add_routes(api.routes())
     return app
 
@@ -104,17 +125,12 @@ async def open_websocket(
     return ws
 
 
-def _middlewares(http_metrics: HTTPMetrics) -> list[Middleware]:
-    """The chain every request passes, outermost first: request metrics, then JSON errors.
-
-    The one place for request-wide policy. The optional shared key (SIDECAR_API_KEY, a field of
-    `SidecarSettings`: `Authorization: Bearer <key>`, refused with `SidecarError(401, ...)`) and
-    the X-Request-Id (read or minted, kept under a `web.RequestKey`, echoed in
-    `_on_response_prepare`) go in ONE middleware appended after `json_errors`. Every route of
-    every sidecar, websocket upgrades included, then gets them; a refusal is counted in the
-    metrics and has the standard error body.
-    """
-    return [http_metrics.middleware, json_errors]
+def _middlewares(http_metrics: HTTPMetrics, settings: SidecarSettings) -> list[Middleware]:
+    """The chain every request passes, outermost first: request metrics, JSON errors, then the
+    request policy (request_policy.py: the optional shared key SIDECAR_API_KEY, the X-Request-Id,
+    one log line). Every route of every sidecar, websocket upgrades included, gets them; a
+    refusal is counted in the metrics and has the standard error body."""
+    return [http_metrics.middleware, json_errors, request_policy(settings.sidecar_api_key)]
 
 
 async def _on_response_prepare(request: web.Request, _: web.StreamResponse) -> None:
@@ -164,3 +180,12 @@ class _Readiness:
     async def lifespan(self, _: web.Application) -> AsyncIterator[None]:
         self.state = "ok"
         yield
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("eloquence")
+    except PackageNotFoundError:
+        return "unknown"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,11 +72,16 @@ def run_sidecar(
     configure_logging(settings.log_level, settings.log_format)
     debug = settings.log_level.lower() == "debug"
 
+    scheme = "https" if settings.tls_cert_file else "http"
+
     def ready(_: str) -> None:  # aiohttp calls it once every socket listens
-        logger.info("Ready on http://%s:%d", settings.host, settings.port)
+        logger.info("Ready on %s://%s:%d", scheme, settings.host, settings.port)
 
     try:
+        ssl_context = tls_context(settings)
         app = load(settings)
+        if settings.sidecar_api_key:
+            logger.info("requests need the shared key (SIDECAR_API_KEY); /health and /metrics stay open")
         web.run_app(
             app,
             host=settings.host,
@@ -83,10 +89,23 @@ def run_sidecar(
             print=ready,
             access_log=logging.getLogger("aiohttp.access") if debug else None,
             handler_cancellation=handler_cancellation,
+            ssl_context=ssl_context,
         )
     except (OSError, ValueError) as e:
         logger.error("cannot start %s: %s", prog, e, exc_info=debug)
         sys.exit(2)
+
+
+def tls_context(settings: SidecarSettings) -> ssl.SSLContext | None:
+    """HTTPS/WSS when SIDECAR_TLS_CERT and SIDECAR_TLS_KEY are both set; None (plain HTTP) when neither."""
+    if not settings.tls_cert_file and not settings.tls_key_file:
+        return None
+    if not (settings.tls_cert_file and settings.tls_key_file):
+        raise ValueError("TLS needs both SIDECAR_TLS_CERT and SIDECAR_TLS_KEY")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)  # OSError/SSLError: said at start
+    return context
 
 
 def _parser(

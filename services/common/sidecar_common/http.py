@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -19,6 +20,21 @@ def json_error(
     return web.json_response(
         {"error": {"code": code, "message": message, **extra}}, status=status, headers=headers
     )
+
+
+class InvalidJSON(ValueError):
+    """Text that is not JSON, not UTF-8, or nested too deeply to parse."""
+
+
+def parse_json(data: str | bytes) -> Any:
+    """`json.loads` that raises only `InvalidJSON`: deep nesting (`[[[[...`) would otherwise be a
+    RecursionError, which no handler expects."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise InvalidJSON("nested too deeply") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidJSON(str(e)) from None
 
 
 class SidecarError(Exception):

@@ -20,8 +20,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar_common.app import SidecarAPI
-from sidecar_common.http import SidecarError
+from sidecar_common.http import InvalidJSON, SidecarError, parse_json
 
+from . import openapi
 from .chat_request import ChatRequest, InvalidRequestError, parse_chat_request
 from .model import ContextLengthError, Finished, GGUFChatModel, ModelBusyError, TokenDelta
 from .settings import LocalLLMSettings
@@ -72,6 +73,9 @@ class LocalLLMAPI(SidecarAPI):
         self._active = 0
         self._metrics = _ServiceMetrics(registry)
 
+    def openapi_paths(self) -> dict[str, Any]:
+        return openapi.paths()
+
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1/chat/completions", self.chat_completions),
@@ -108,8 +112,8 @@ class LocalLLMAPI(SidecarAPI):
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = await request.json(loads=json.loads)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            body = await request.json(loads=parse_json)
+        except InvalidJSON as e:
             raise _invalid(f"the body is not valid JSON: {e}", code="invalid_json") from None
         try:
             chat = parse_chat_request(body, max_tokens_cap=self._settings.max_tokens)

@@ -37,7 +37,7 @@ def load(settings: WhisperSTTSettings) -> web.Application:
     transcriber = load_language_models(settings)
     logger.info(
         "Loaded %s (%s, %d threads, encoder window %s) in %.1f s",
-        transcriber.model_path,
+        " ".join(f"{language}={path}" for language, path in transcriber.models.items()),
         settings.whisper_compute_type,
         settings.whisper_cpu_threads,
         settings.whisper_encoder_window,

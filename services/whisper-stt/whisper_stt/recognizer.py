@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from whisper_stt.metrics import WhisperMetrics
 from whisper_stt.language_models import LanguageModels
+from whisper_stt.metrics import WhisperMetrics
 from whisper_stt.model import DEFAULT_TEMPERATURES, SAMPLE_RATE, Transcript
 from whisper_stt.noise_filter import NoiseFilter
 from whisper_stt.transcription_queue import Priority, TranscriptionQueue

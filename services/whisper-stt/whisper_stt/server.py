@@ -14,13 +14,20 @@ from prometheus_client import CollectorRegistry
 from sidecar_common.app import SidecarAPI, open_websocket
 from sidecar_common.audio import AudioFormatError, decode_audio
 from sidecar_common.http import SidecarError
+from whisper_stt import openapi
 from whisper_stt.language_models import LanguageModels
 from whisper_stt.metrics import WhisperMetrics
 from whisper_stt.model import DEFAULT_TEMPERATURES, SAMPLE_RATE, UnsupportedLanguageError
 from whisper_stt.noise_filter import NoiseFilter
 from whisper_stt.recognizer import MIN_AUDIO_S, SpeechRecognizer
 from whisper_stt.settings import WhisperSTTSettings
-from whisper_stt.streaming import CLOSE_TRY_AGAIN_LATER, StreamError, StreamSession, reject_stream
+from whisper_stt.streaming import (
+    CLOSE_TRY_AGAIN_LATER,
+    StreamError,
+    StreamSession,
+    reject_stream,
+    turn_context_requested,
+)
 from whisper_stt.transcription_queue import Overloaded, Priority, TranscriptionQueue
 
 logger = logging.getLogger("whisper_stt.server")
@@ -51,6 +58,9 @@ class WhisperSTTAPI(SidecarAPI):
         if self._recognizer is None:
             raise RuntimeError("the transcription queue starts with the server")
         return self._recognizer
+
+    def openapi_paths(self) -> dict[str, Any]:
+        return openapi.paths(languages=self.transcriber.languages, response_formats=list(RESPONSE_FORMATS))
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v1/audio/transcriptions", self.transcriptions), web.get("/v1/stream", self.stream)]
@@ -161,6 +171,7 @@ class WhisperSTTAPI(SidecarAPI):
                     close_code=CLOSE_TRY_AGAIN_LATER,
                 )
             sample_rate, language = _stream_parameters(request, self.recognizer)
+            turn_context = turn_context_requested(request.query.get("context"))
         except StreamError as e:
             await reject_stream(ws, e)
             return ws
@@ -170,6 +181,7 @@ class WhisperSTTAPI(SidecarAPI):
             settings=self.settings,
             sample_rate=sample_rate,
             language=language,
+            turn_context=turn_context,
         )
         self.streams.add(session)
         self.metrics.active_streams.set(len(self.streams))

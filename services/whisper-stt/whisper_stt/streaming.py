@@ -34,6 +34,7 @@ import soxr
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from sidecar_common.audio import AudioFormatError, pcm16_to_float
+from sidecar_common.http import InvalidJSON, parse_json
 from whisper_stt.model import SAMPLE_RATE, Transcript
 from whisper_stt.recognizer import SpeechRecognizer
 from whisper_stt.settings import WhisperSTTSettings
@@ -62,6 +63,22 @@ _LEAD_IN = np.zeros(int(0.2 * SAMPLE_RATE), dtype=np.float32)
 
 def _with_lead_in(audio: np.ndarray) -> np.ndarray:
     return np.concatenate([_LEAD_IN, audio]) if audio.size else audio
+
+
+STREAM_CONTEXTS = ("utterance", "turn")
+
+
+def turn_context_requested(value: str | None) -> bool:
+    """The `context` query parameter: "utterance" (the default) or "turn"; else a StreamError."""
+    if value is None or value == "utterance":
+        return False
+    if value == "turn":
+        return True
+    raise StreamError(
+        "invalid_request",
+        f"context must be one of {', '.join(STREAM_CONTEXTS)}, got {value!r}",
+        close_code=WSCloseCode.POLICY_VIOLATION,
+    )
 
 
 class StreamError(Exception):
@@ -212,8 +229,8 @@ class StreamSession:
 
     def _on_text(self, data: str) -> None:
         try:
-            message = json.loads(data)
-        except json.JSONDecodeError:
+            message = parse_json(data)
+        except InvalidJSON:
             self._emit_error("invalid_message", 'text frames must be JSON, like {"type":"flush"}')
             return
         if not isinstance(message, dict) or message.get("type") != "flush":
@@ -237,6 +254,7 @@ class StreamSession:
                     avg_logprob=0.0,
                     no_speech_prob=1.0,
                     reason="flush",
+                    **({"turn_start_s": now, "replaces": []} if self.turn_context else {}),
                 )
             )
 

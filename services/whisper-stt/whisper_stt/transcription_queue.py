@@ -177,14 +177,6 @@ class TranscriptionQueue:
         top = self._heap[0].priority  # an interim or speculative pass only when no final waits
         if top == Priority.FINAL:
             return True
-        import os  # H16-TEMP
-
-        if (
-            os.environ.get("H16_SPECANY", "0") == "1"
-            and top == Priority.SPECULATIVE
-            and self._running_finals == 0
-        ):  # H16-TEMP
-            return True  # H16-TEMP
         if self._running_interims >= self._interim_slots:
             return False
         # An interim would share the cores with a running final and slow it down.

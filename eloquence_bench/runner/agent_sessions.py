@@ -1,0 +1,176 @@
+"""N whole AgentSessions at once: the capacity figure (sessions per node at e2e p95 ≤ 1.5 s).
+
+Each session is what `eloquence talk` runs (a real AgentSession: Silero VAD, the turn detector,
+the providers, the reply shaping), in a process of its own, as the agent worker gives each job
+its own process. A session says its greeting, then speaks its utterances one turn after
+another, in real time, offset per session so that sessions do not say the same sentence at once.
+All the sessions start together and share the one set of services.
+
+`python -m eloquence_bench.runner.agent_sessions worker ...` is one session (JSON lines out);
+`run_agent_sessions(...)` starts N of them and summarizes every turn of every session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..report import stage_stats, summarize
+
+CAPACITY_P95_MS = 1500.0
+"""A level is within capacity when its e2e p95 is at most this and no turn failed."""
+TURN_TIMEOUT_S = 120.0
+
+
+async def run_agent_sessions(
+    *,
+    sessions: int,
+    turns_per_session: int,
+    utterance_ids: list[str],
+    urls: dict[str, str],
+    work_dir: Path,
+    log_dir: Path,
+) -> dict[str, Any]:
+    """`sessions` worker processes at once; the level's turns, e2e stats and errors."""
+    from eloquence.stages import STAGE_KEYS
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    procs = []
+    for i in range(sessions):
+        # offset per session: session i starts at utterance i (they do not speak the same sentence)
+        ids = [utterance_ids[(i + k) % len(utterance_ids)] for k in range(turns_per_session)]
+        argv = [
+            sys.executable,
+            "-m",
+            "eloquence_bench.runner.agent_sessions",
+            "worker",
+            "--work-dir",
+            str(work_dir),
+            "--stt",
+            urls["whisper-stt"],
+            "--tts",
+            urls["azure-tts"],
+            "--llm",
+            urls["llm"],
+            *ids,
+        ]
+        stderr = open(log_dir / f"session-{sessions}-{i}.log", "wb")  # noqa: SIM115 - the child's
+        procs.append(
+            await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=stderr)
+        )
+        stderr.close()
+    turns: list[dict[str, Any]] = []
+    timeout = TURN_TIMEOUT_S * (turns_per_session + 1)
+    for i, proc in enumerate(procs):
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            turns.append({"session": i, "error": f"session {i} timed out after {timeout:.0f} s"})
+            continue
+        lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+        if proc.returncode != 0 and not lines:
+            turns.append({"session": i, "error": f"session {i} exited with {proc.returncode}"})
+        turns += [{"session": i, **line} for line in lines]
+    ok = [t for t in turns if not t.get("error")]
+    e2e = summarize([t["stages"]["e2e"] for t in ok if t.get("stages", {}).get("e2e") is not None])
+    return {
+        "sessions": sessions,
+        "turns": len(turns),
+        "errors": len(turns) - len(ok),
+        "error_samples": sorted({str(t["error"]) for t in turns if t.get("error")})[:5],
+        "false_endpoints": sum(int(t.get("false_endpoints", 0)) for t in ok),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "stages": stage_stats(ok, STAGE_KEYS),
+        "e2e": e2e,
+        "within_capacity": bool(ok)
+        and len(ok) == len(turns)
+        and e2e["p95_ms"] is not None
+        and e2e["p95_ms"] <= CAPACITY_P95_MS,
+        "turn_samples": turns,
+    }
+
+
+def capacity(levels: dict[str, dict[str, Any]]) -> int:
+    """Sessions per node: the largest level within capacity (every smaller one too), else 0."""
+    best = 0
+    for n in sorted(levels, key=int):
+        if not levels[n]["within_capacity"]:
+            break
+        best = int(n)
+    return best
+
+
+# --------------------------------------------------------------------------- one session
+
+
+async def _session(args: argparse.Namespace) -> int:
+    from eloquence.agent import build_pipeline
+    from eloquence.exercises import get_exercise
+    from eloquence.settings import AppSettings
+    from eloquence.stages import STAGES
+    from eloquence.talk import TalkError, run_talk_turn
+
+    from ..corpus import build_corpus
+
+    by_id = {u.id: u for u in build_corpus(args.work_dir)}
+    settings = AppSettings().model_copy(
+        update={
+            "whisper_stt_url": args.stt,
+            "azure_tts_url": args.tts,
+            "local_llm_url": args.llm,
+            "mistral_api_key": None,
+            "mistral_base_url": None,
+            "whisper_stt_fallback_url": None,
+            "azure_tts_fallback_url": None,
+        }
+    )
+    pipeline = build_pipeline(settings, get_exercise("default"), language=settings.language)
+    try:
+        for uid in args.ids:
+            utterance = by_id[uid]
+            try:
+                report = await run_talk_turn(audio=utterance.samples, settings=settings, pipeline=pipeline)
+            except TalkError as e:
+                line: dict[str, Any] = {"utterance_id": uid, "error": str(e)}
+            else:
+                stages = {s.key: getattr(report.timings, s.field) for s in STAGES}
+                line = {
+                    "utterance_id": uid,
+                    "stages": {k: v for k, v in stages.items() if v is not None},
+                    "timeline": report.timeline,
+                    "false_endpoints": report.false_endpoints,
+                    "reply_audio_s": report.reply_audio_s,
+                    "error": None if report.reply else "no reply",
+                }
+            print(json.dumps(line), flush=True)
+    finally:
+        await pipeline.aclose()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eloquence_bench.runner.agent_sessions")
+    sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("worker", help="one session: talk turns over the given utterances")
+    worker.add_argument("--work-dir", type=Path, required=True)
+    worker.add_argument("--stt", required=True)
+    worker.add_argument("--tts", required=True)
+    worker.add_argument("--llm", required=True)
+    worker.add_argument("ids", nargs="+")
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    return asyncio.run(_session(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
