@@ -10,6 +10,8 @@
 Every other /api route needs `Authorization: Bearer <API key or user JWT>` (eloquence/auth.py);
 rate limits count against that authenticated caller (eloquence/rate_limits.py); browsers need
 their origin on ELOQUENCE_CORS_ORIGINS (eloquence/cors.py).
+An unknown `exercise_type` runs the default exercise, as the agent does, and the 200 response then
+adds `exercise_type` (what runs) and `warnings`.
 Errors share the sidecars' shape: `{"error": {"code", "message", ...}}`. The API secret only
 signs tokens; it is never returned nor logged.
 """
@@ -26,6 +28,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -108,21 +111,41 @@ def _identifier(body: dict[str, Any], field: str, *, required: bool) -> str | No
     return value
 
 
-def _exercise(request: web.Request, body: dict[str, Any], *, default: str | None) -> str:
+@dataclass(frozen=True)
+class _ExerciseChoice:
+    name: str
+    """The exercise the agent will run (what goes into the metadata)."""
+    warnings: tuple[str, ...] = ()
+
+    def response_fields(self) -> dict[str, Any]:
+        """Added to a 200 response after a fallback: what runs instead, and why."""
+        return {"exercise_type": self.name, "warnings": list(self.warnings)} if self.warnings else {}
+
+
+def _exercise(request: web.Request, body: dict[str, Any], *, default: str | None) -> _ExerciseChoice:
+    """An unknown `exercise_type` runs the default exercise, with a warning in the response: the same
+    fallback as the agent's (eloquence/metadata.py), so a client's new exercise is never refused here."""
     registry = request.app[REGISTRY_KEY]
     value = body.get("exercise_type", default)
     if value is None:
         raise RequestError(400, "invalid_request", "`exercise_type` is required", field="exercise_type")
-    if not isinstance(value, str) or value not in registry:
+    if not isinstance(value, str):
         raise RequestError(
             400,
-            "unknown_exercise",
-            f"unknown exercise_type {value!r}"
-            if isinstance(value, str)
-            else "`exercise_type` must be a string",
+            "invalid_request",
+            "`exercise_type` must be a string",
+            field="exercise_type",
             valid_exercises=registry.names(),
         )
-    return value
+    if value in registry:
+        return _ExerciseChoice(value)
+    fallback = registry.resolve(None).name
+    warning = (
+        f"unknown exercise_type {value[:64]!r}; running {fallback!r} "
+        f"(valid exercises: {', '.join(registry.names())})"
+    )
+    logger.warning("%s", warning)
+    return _ExerciseChoice(fallback, (warning,))
 
 
 def _config(body: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +254,8 @@ async def token_handler(request: web.Request) -> web.Response:
     body = await _json_body(request)
     user_id = _user_id(caller, body, required=True)
     assert user_id is not None
-    exercise_type = _exercise(request, body, default=None)
+    exercise = _exercise(request, body, default=None)
+    exercise_type = exercise.name
     metadata = build_metadata(exercise_type=exercise_type, user_id=user_id, config=_config(body))
     room_name = f"eloquence_{exercise_type}_{_random_suffix()}"
     token = _user_token(settings, identity=user_id, room_name=room_name, metadata=metadata, dispatch=True)
@@ -239,7 +263,14 @@ async def token_handler(request: web.Request) -> web.Response:
     logger.info(
         "token issued: user=%s exercise=%s room=%s caller=%s", user_id, exercise_type, room_name, caller.label
     )
-    return web.json_response({"token": token, "livekit_url": settings.livekit_url, "room_name": room_name})
+    return web.json_response(
+        {
+            "token": token,
+            "livekit_url": settings.livekit_url,
+            "room_name": room_name,
+            **exercise.response_fields(),
+        }
+    )
 
 
 async def create_room_handler(request: web.Request) -> web.Response:
@@ -250,7 +281,8 @@ async def create_room_handler(request: web.Request) -> web.Response:
     user_id = _user_id(caller, body, required=False)
     if agent_id is None and body.get("exercise_type") is None:
         raise RequestError(400, "invalid_request", "send `agent_id` or `exercise_type`", field="agent_id")
-    exercise_type = _exercise(request, body, default=DEFAULT_EXERCISE)
+    exercise = _exercise(request, body, default=DEFAULT_EXERCISE)
+    exercise_type = exercise.name
     agent_id = agent_id or exercise_type
     room_name = f"voicebot_{agent_id}_{_random_suffix()}"
     identity = user_id or f"user_{_random_suffix()}"
@@ -278,7 +310,12 @@ async def create_room_handler(request: web.Request) -> web.Response:
         caller.label,
     )
     return web.json_response(
-        {"room_name": room_name, "access_token": token, "livekit_url": settings.livekit_url}
+        {
+            "room_name": room_name,
+            "access_token": token,
+            "livekit_url": settings.livekit_url,
+            **exercise.response_fields(),
+        }
     )
 
 
@@ -296,8 +333,8 @@ async def job_notification_handler(request: web.Request) -> web.Response:
             "`room_name` is required: 1-128 letters, digits, `_ . -`",
             field="room_name",
         )
-    exercise_type = _exercise(request, body, default=DEFAULT_EXERCISE)
-    metadata = build_metadata(exercise_type=exercise_type, user_id=user_id, config=_config(body))
+    exercise = _exercise(request, body, default=DEFAULT_EXERCISE)
+    metadata = build_metadata(exercise_type=exercise.name, user_id=user_id, config=_config(body))
 
     lk = _livekit_api(request)
     dispatch = await _call_livekit(
@@ -310,7 +347,12 @@ async def job_notification_handler(request: web.Request) -> web.Response:
     )
     logger.info("agent dispatched: room=%s agent_id=%s dispatch=%s", room_name, agent_id, dispatch.id)
     return web.json_response(
-        {"dispatch_id": dispatch.id, "room_name": room_name, "agent_name": settings.livekit_agent_name}
+        {
+            "dispatch_id": dispatch.id,
+            "room_name": room_name,
+            "agent_name": settings.livekit_agent_name,
+            **exercise.response_fields(),
+        }
     )
 
 
@@ -490,7 +532,18 @@ def _error_schema() -> dict[str, Any]:
 
 def openapi_document(exercises: list[str]) -> dict[str, Any]:
     identifier = {"type": "string", "pattern": IDENTIFIER_RE.pattern, "maxLength": 64}
-    exercise = {"type": "string", "enum": exercises}
+    exercise = {
+        "type": "string",
+        "examples": exercises,
+        "description": (
+            f"one of {', '.join(exercises)}; any other name runs `{DEFAULT_EXERCISE}`, and the 200 "
+            "response then carries `exercise_type` (what runs) and `warnings`"
+        ),
+    }
+    fallback = {
+        "exercise_type": {"type": "string", "description": "after a fallback: the exercise that runs"},
+        "warnings": {"type": "array", "items": {"type": "string"}, "description": "after a fallback: why"},
+    }
     config = {"type": "object", "description": 'exercise options, e.g. {"language": "fr"}'}
 
     def errors(*codes: int) -> dict[str, Any]:
@@ -500,7 +553,7 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
             for code, desc in {
-                400: "invalid body, field or exercise",
+                400: "invalid body or field",
                 401: "missing or invalid credentials (WWW-Authenticate: Bearer)",
                 403: "`user_id` differs from the verified user token's subject",
                 413: "body too large",
@@ -555,7 +608,7 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
                 "Mint a 1 h LiveKit token for a new room; joining dispatches the coach with the exercise.",
                 ["exercise_type", "user_id"],
                 {"exercise_type": exercise, "user_id": identifier, "config": config},
-                {"token": string, "livekit_url": string, "room_name": string},
+                {"token": string, "livekit_url": string, "room_name": string, **fallback},
                 400,
                 401,
                 403,
@@ -567,7 +620,7 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
                 "Create a room `voicebot_<agent>_<random>` with the coach dispatched, and a token for it.",
                 [],
                 {"agent_id": identifier, "exercise_type": exercise, "user_id": identifier, "config": config},
-                {"room_name": string, "access_token": string, "livekit_url": string},
+                {"room_name": string, "access_token": string, "livekit_url": string, **fallback},
                 400,
                 401,
                 403,
@@ -587,7 +640,7 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
                     "user_id": identifier,
                     "config": config,
                 },
-                {"dispatch_id": string, "room_name": string, "agent_name": string},
+                {"dispatch_id": string, "room_name": string, "agent_name": string, **fallback},
                 400,
                 401,
                 403,

@@ -14,6 +14,7 @@ def _build_parser() -> argparse.ArgumentParser:
     talk.add_argument("input", help="input WAV file (the user's question)")
     talk.add_argument("-o", "--output", default="reply.wav", help="where to write the agent's speech")
     talk.add_argument("--exercise", default="default", help="exercise type (see `eloquence exercises`)")
+    talk.add_argument("--language", default=None, help="en or fr (default ELOQUENCE_LANGUAGE, else en)")
     talk.add_argument("--json", action="store_true", help="print the report as JSON")
     talk.add_argument("--no-start", action="store_true", help="do not start missing local services")
 
@@ -25,6 +26,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--detach", "-d", action="store_true", help="return once healthy instead of waiting for Ctrl-C"
     )
     up.add_argument("--only", nargs="*", help="start only these services")
+    up.add_argument("--language", default=None, help="default session language: en or fr")
     sub.add_parser("status", help="health of every local service")
     sub.add_parser("down", help="stop every service started by `up`")
 

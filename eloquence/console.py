@@ -145,7 +145,7 @@ class SpeakerOutput(io.AudioOutput):
 
 
 async def _run(exercise_name: str) -> None:
-    from .agent import CoachAgent, build_pipeline, build_session
+    from .agent import CoachAgent, build_pipeline, build_session, default_turn_handling
     from .exercises import get_exercise
     from .settings import AppSettings
 
@@ -156,7 +156,9 @@ async def _run(exercise_name: str) -> None:
     loop = asyncio.get_running_loop()
     mic, speaker = MicrophoneInput(sd, loop), SpeakerOutput(sd, loop)
     pipeline = build_pipeline(settings, exercise, language=lang)
-    session = build_session(settings=settings, pipeline=pipeline)
+    session = build_session(
+        settings=settings, pipeline=pipeline, turn_handling=default_turn_handling(settings, language=lang)
+    )
     session.input.audio, session.output.audio = mic, speaker
 
     @session.on("conversation_item_added")
@@ -168,7 +170,8 @@ async def _run(exercise_name: str) -> None:
     mic.start()
     speaker.start()
     try:
-        await session.start(agent=CoachAgent(exercise=exercise, language=lang))
+        agent = CoachAgent(exercise=exercise, language=lang, greeting_tts=pipeline.greeting_tts)
+        await session.start(agent=agent)
         print("Listening. Press Ctrl-C to stop.", flush=True)
         await asyncio.Event().wait()
     finally:

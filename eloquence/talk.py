@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .exercises import Exercise, UnknownExerciseError, get_exercise
+from .exercises import SUPPORTED_LANGUAGES, Exercise, UnknownExerciseError, get_exercise
 from .settings import AppSettings
 from .stages import STAGES, TIMELINE
 from .wav_io import SAMPLE_RATE, WavFormatError, read_wav
@@ -151,7 +151,7 @@ async def run_talk_turn(
     if pipeline is None:
         pipeline = build_pipeline(settings, exercise_obj, language=lang, llm_endpoint=llm_endpoint)
     if turn_handling is None:
-        turn_handling = default_turn_handling(settings)
+        turn_handling = default_turn_handling(settings, language=lang)
         # a file cannot pause, so a false interruption cannot be resumed: say so up front
         turn_handling["interruption"] = {**turn_handling["interruption"], "resume_false_interruption": False}
     # no echo from a file: user speech may interrupt the agent from its first word
@@ -188,7 +188,12 @@ async def run_talk_turn(
     session.on("error", on_error)
     session.on("close", on_close)
 
-    agent = CoachAgent(exercise=exercise_obj, language=lang, spoken_reply=spoken_reply_options(settings))
+    agent = CoachAgent(
+        exercise=exercise_obj,
+        language=lang,
+        spoken_reply=spoken_reply_options(settings),
+        greeting_tts=getattr(pipeline, "greeting_tts", None),
+    )
     agent.timeline = timeline
     try:
         await session.start(agent=agent)
@@ -390,6 +395,16 @@ def _check_running(settings: AppSettings) -> dict[str, str]:
     return urls
 
 
+def _language_flag(value: str | None) -> str | None:
+    """`--language fr` / `fr-FR` -> "fr"; a language no exercise speaks is an error, not a silent fallback."""
+    if value is None:
+        return None
+    short = value.strip().lower().replace("_", "-").split("-")[0]
+    if short not in SUPPORTED_LANGUAGES:
+        raise ValueError(f"unsupported language {value!r}; supported: {', '.join(SUPPORTED_LANGUAGES)}")
+    return short
+
+
 async def _cli_turn(args: argparse.Namespace, exercise: Exercise, settings: AppSettings) -> TalkReport:
     def quiet_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # a failed session leaves framework tasks whose errors were already reported as one line
@@ -397,13 +412,19 @@ async def _cli_turn(args: argparse.Namespace, exercise: Exercise, settings: AppS
         logger.debug("%s%s", context.get("message"), f" ({type(exc).__name__}: {exc})" if exc else "")
 
     asyncio.get_running_loop().set_exception_handler(quiet_handler)
+    # a local LLM just started has an empty prompt cache: the exercise's opening goes in first
+    # (near free when it is there already), so this turn is timed like any later one
+    from .llm_warmup import warm_llm_prompts
+
+    language = exercise.resolve_language(settings.language)
+    await warm_llm_prompts(settings, exercises=[exercise], languages=[language])
     return await run_talk_turn(
         audio=args.input, exercise=exercise, settings=settings, output_path=args.output
     )
 
 
 def main(args: argparse.Namespace) -> int:
-    """`eloquence talk IN.wav [-o OUT.wav] [--exercise X] [--json] [--no-start]`."""
+    """`eloquence talk IN.wav [-o OUT.wav] [--exercise X] [--language en|fr] [--json] [--no-start]`."""
     from .services import ServiceStartError
     from .stack import ServiceUnavailableError, ensure_services
 
@@ -412,10 +433,13 @@ def main(args: argparse.Namespace) -> int:
     try:
         read_wav(args.input)  # fail fast on a bad input, before starting anything
         exercise = get_exercise(args.exercise)
-    except (WavFormatError, UnknownExerciseError) as e:
+        language = _language_flag(getattr(args, "language", None))
+    except (WavFormatError, UnknownExerciseError, ValueError) as e:
         return _fail(str(e), as_json=as_json)
 
     settings = AppSettings()
+    if language is not None:  # the flag wins over ELOQUENCE_LANGUAGE
+        settings = settings.model_copy(update={"language": language})
     log_dir = Path(settings.state_dir) / "logs"
     try:
         with contextlib.ExitStack() as stack:

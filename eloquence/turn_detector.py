@@ -46,18 +46,27 @@ def end_of_turn_probability(text: str, language: str = "en") -> float:
     if text.endswith(_TRAILING_INCOMPLETE):
         return 0.05
     words = _WORD.findall(text.lower().replace("’", "'"))
-    dangling = _DANGLING_WORDS.get(language.split("-")[0].lower(), _DANGLING_WORDS["en"])
+    # a language without a list is judged on punctuation alone: another language's words would mislead
+    dangling = _DANGLING_WORDS.get(language.split("-")[0].lower(), frozenset())
     if words and (words[-1] in dangling or words[-1].split("'")[0] + "'" in dangling):
         return 0.05
     return 0.95 if text.endswith(_TERMINAL) else 0.6
 
 
 class TranscriptTurnDetector:
-    """A livekit-agents turn detector (the `_TurnDetector` protocol) over the user's transcript."""
+    """A livekit-agents turn detector (the `_TurnDetector` protocol) over the user's transcript.
+
+    `language` is the session's (eloquence/agent.py `default_turn_handling(settings, language=...)`):
+    a French session judges "avec" as dangling, an English one "with"."""
 
     def __init__(self, *, language: str = "en", unlikely_threshold: float = 0.3) -> None:
         self._language = language
         self._unlikely_threshold = unlikely_threshold
+
+    @property
+    def language(self) -> str:
+        """The word lists in use: the session's, or the language the STT reported."""
+        return self._language
 
     @property
     def model(self) -> str:

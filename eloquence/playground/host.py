@@ -232,12 +232,15 @@ class SessionHost:
 
     # -- one session ----------------------------------------------------------------------
     async def _run(self, peer: PeerSession) -> None:
-        from ..agent import CoachAgent, build_pipeline, build_session
+        from ..agent import CoachAgent, build_pipeline, build_session, default_turn_handling
 
         try:
             peer.pipeline = build_pipeline(self.settings, peer.exercise, language=peer.language)
             session = peer.session = build_session(
-                settings=self.settings, pipeline=peer.pipeline, vad_model=self._vad
+                settings=self.settings,
+                pipeline=peer.pipeline,
+                vad_model=self._vad,
+                turn_handling=default_turn_handling(self.settings, language=peer.language),
             )
             session.input.audio = peer.mic
             session.output.audio = peer.output
@@ -251,7 +254,10 @@ class SessionHost:
 
             session.on("error", on_error)
             session.on("close", lambda ev: self._end_soon(peer, "the session closed"))
-            await session.start(agent=CoachAgent(exercise=peer.exercise, language=peer.language))
+            agent = CoachAgent(
+                exercise=peer.exercise, language=peer.language, greeting_tts=peer.pipeline.greeting_tts
+            )
+            await session.start(agent=agent)
             await peer.ended.wait()
         except asyncio.CancelledError:
             raise

@@ -50,6 +50,8 @@ class _LocalStack:
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     keys_env: dict[str, str] = field(default_factory=dict, repr=False)
     """ELOQUENCE_API_KEYS and SIDECAR_API_KEY for the processes (eloquence/keys.py)."""
+    language_env: dict[str, str] = field(default_factory=dict)
+    """The sessions' default language for every process (`language_environment`)."""
 
     @property
     def local(self) -> list[ServiceTarget]:
@@ -107,6 +109,30 @@ def _select(only: Sequence[str] | None, settings: AppSettings, console: Console)
     return names
 
 
+def language_environment(language: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What the processes need to serve `language` ("fr", "fr-FR") by default.
+
+    ELOQUENCE_LANGUAGE for the agent, the API and the playground (a session's `config.language` still
+    wins), WHISPER_LANGUAGE for requests that name none, and a WHISPER_MODELS that serves it: a
+    WHISPER_MODELS set without that language (or `*`) gets `<language>:base`, the multilingual model.
+    English is the default everywhere: nothing changes for it. Raises ValueError for a language no
+    exercise speaks.
+    """
+    from ..exercises import SUPPORTED_LANGUAGES
+
+    environ = os.environ if environ is None else environ
+    short = language.strip().lower().replace("_", "-").split("-")[0]
+    if short not in SUPPORTED_LANGUAGES:
+        raise ValueError(f"unsupported language {language!r}; supported: {', '.join(SUPPORTED_LANGUAGES)}")
+    env = {"ELOQUENCE_LANGUAGE": short, "WHISPER_LANGUAGE": short}
+    models = environ.get("WHISPER_MODELS", "").strip()
+    if models:
+        served = {item.partition(":")[0].strip().lower().split("-")[0] for item in models.split(",")}
+        if short not in served and "*" not in served:
+            env["WHISPER_MODELS"] = f"{models.rstrip(',')},{short}:base"
+    return env
+
+
 def _still_running(path: Path) -> list[str]:
     """The services of a stack recorded at `path` that still run."""
     previous = read_state(path)
@@ -141,7 +167,7 @@ def _preflight(targets: Sequence[ServiceTarget], log_dir: Path) -> list[str]:
 
 def _start_in_waves(stack: _LocalStack, console: Console) -> None:
     """The services nothing depends on first, then the API and the agent, which call them."""
-    env = {**client_environment(stack.targets), **stack.keys_env}
+    env = {**client_environment(stack.targets), **stack.language_env, **stack.keys_env}
     for wave in (FIRST_WAVE, tuple(n for n in STACK_ORDER if n not in FIRST_WAVE)):
         batch = [t for t in stack.local if t.name in wave]
         if batch:
@@ -190,8 +216,9 @@ def _run(stack: _LocalStack, *, detach: bool, console: Console) -> int:
 
 
 def up(args: argparse.Namespace) -> int:
-    """`eloquence up [--detach] [--only ...]`: 0 once every service is healthy (or after Ctrl-C / `down`),
-    1 when one cannot start (port in use, exit, timeout: named with its log), 2 for a usage error."""
+    """`eloquence up [--detach] [--only ...] [--language fr]`: 0 once every service is healthy (or after
+    Ctrl-C / `down`), 1 when one cannot start (port in use, exit, timeout: named with its log), 2 for a
+    usage error."""
     console = Console()
     settings = AppSettings()
     path = state_path(settings)
@@ -204,6 +231,14 @@ def up(args: argparse.Namespace) -> int:
             f"see `eloquence status`, or stop it with `eloquence down`"
         )
         return 1
+    try:
+        # the flag, else ELOQUENCE_LANGUAGE (environment or .env); English needs nothing
+        flag = getattr(args, "language", None)
+        language = flag or settings.language
+        language_env = language_environment(language) if flag or language != "en" else {}
+    except ValueError as e:
+        console.print(f"[red]{e}")
+        return 2
     names = _select(args.only, settings, console)
     if names is None:
         return 2
@@ -227,8 +262,13 @@ def up(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
     stack = _LocalStack(
-        targets, StackFile(path, log_dir, supervisor_pid=os.getpid()), keys_env=keys.environment()
+        targets,
+        StackFile(path, log_dir, supervisor_pid=os.getpid()),
+        keys_env=keys.environment(),
+        language_env=language_env,
     )
+    if language_env.get("ELOQUENCE_LANGUAGE", "en") != "en":
+        console.print(f"Sessions speak {language_env['ELOQUENCE_LANGUAGE']} unless a client asks otherwise.")
     for target in targets:
         if not target.on_loopback:
             stack.file.record(target, None)

@@ -159,16 +159,45 @@ async def test_token_rejects_bad_bodies_with_a_clear_error(
         assert body["error"]["field"] == field
 
 
-async def test_unknown_exercise_gets_400_and_the_valid_list(api_url: str) -> None:
+async def test_an_unknown_exercise_runs_the_default_with_a_warning_as_the_agent_does(api_url: str) -> None:
+    # the users' template for a new exercise must get a token, not a 400
     status, body, _ = await _call(
-        "POST", f"{api_url}/api/livekit/token", body={"exercise_type": "juggling", "user_id": "dave"}
+        "POST",
+        f"{api_url}/api/livekit/token",
+        body={"exercise_type": "storytelling", "user_id": "dave", "config": {"language": "fr"}},
+    )
+    assert status == 200, body
+    assert body["exercise_type"] == "default"
+    (warning,) = body["warnings"]
+    assert "storytelling" in warning and "default" in warning
+    assert re.fullmatch(r"eloquence_default_[0-9a-f]{8}", body["room_name"])
+    (dispatch,) = _verify(body["token"]).room_config.agents
+    metadata = json.loads(dispatch.metadata)
+    assert metadata == {"exercise_type": "default", "user_id": "dave", "config": {"language": "fr"}}
+    # what the agent makes of that metadata: the same exercise, in the asked language, without a warning
+    from eloquence.metadata import parse_metadata
+
+    meta = parse_metadata(("job", dispatch.metadata))
+    assert (meta.exercise.name, meta.language, meta.warnings) == ("default", "fr", ())
+
+    status, body, _ = await _call(
+        "POST", f"{api_url}/api/livekit/create-room", body={"exercise_type": "storytelling"}
+    )
+    assert status == 200, body
+    assert body["exercise_type"] == "default" and len(body["warnings"]) == 1
+
+
+async def test_a_known_exercise_gets_no_warning_and_a_non_string_one_is_refused(api_url: str) -> None:
+    _, body, _ = await _call(
+        "POST", f"{api_url}/api/livekit/token", body={"exercise_type": "interview_prep", "user_id": "erin"}
+    )
+    assert "warnings" not in body and "exercise_type" not in body
+    status, body, _ = await _call(
+        "POST", f"{api_url}/api/livekit/token", body={"exercise_type": ["default"], "user_id": "erin"}
     )
     assert status == 400
-    assert body["error"]["code"] == "unknown_exercise"
+    assert body["error"]["field"] == "exercise_type"
     assert body["error"]["valid_exercises"] == exercise_names()
-    assert {"confidence_boost", "presentation_skills", "interview_prep", "default"} <= set(
-        body["error"]["valid_exercises"]
-    )
 
 
 async def test_create_room_creates_a_voicebot_room_with_the_coach_dispatched(
@@ -274,7 +303,12 @@ async def test_openapi_document_describes_the_four_endpoints(api_url: str) -> No
         "schema"
     ]
     assert token_schema["required"] == ["exercise_type", "user_id"]
-    assert token_schema["properties"]["exercise_type"]["enum"] == exercise_names()
+    # any name is accepted (an unknown one runs `default`): listed, not enumerated
+    exercise_schema = token_schema["properties"]["exercise_type"]
+    assert "enum" not in exercise_schema
+    assert exercise_schema["examples"] == exercise_names()
+    ok = doc["paths"]["/api/livekit/token"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert {"exercise_type", "warnings"} <= set(ok["schema"]["properties"])
 
 
 async def test_secret_never_appears_in_a_response_or_the_log(api_url: str, service_log_dir: Path) -> None:

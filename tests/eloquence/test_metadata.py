@@ -84,3 +84,30 @@ def test_malformed_job_metadata_falls_through_to_valid_room_metadata() -> None:
     meta = parse_metadata(("job", "{oops"), ("room", build_metadata(exercise_type="interview_prep")))
     assert meta.exercise.name == "interview_prep"
     assert meta.warnings  # the broken job metadata is still reported
+
+
+@pytest.mark.parametrize(
+    ("config", "default_language", "expected"),
+    [
+        ({"language": "fr-FR"}, "en", "fr"),
+        ({"language": "FR"}, "en", "fr"),
+        ({"language": "en"}, "fr", "en"),  # the session's wins over the deployment's
+        ({}, "fr", "fr"),  # the users' client sends no config: ELOQUENCE_LANGUAGE decides
+        ({"language": ""}, "fr", "fr"),
+    ],
+)
+def test_the_sessions_language_is_config_language_else_the_deployments(
+    config: dict[str, str], default_language: str, expected: str
+) -> None:
+    raw = build_metadata(exercise_type="default", config=config)
+    meta = parse_metadata(("job", raw), default_language=default_language)
+    assert meta.language == expected
+    assert meta.warnings == ()
+
+
+@pytest.mark.parametrize("language", ["de", 42, ["fr"]])
+def test_a_language_not_served_falls_back_to_the_deployments_with_a_warning(language: object) -> None:
+    raw = json.dumps({"exercise_type": "default", "config": {"language": language}})
+    meta = parse_metadata(("job", raw), default_language="fr")
+    assert meta.language == "fr"  # not the exercise's English: the deployment said French
+    assert len(meta.warnings) == 1 and "config.language" in meta.warnings[0]

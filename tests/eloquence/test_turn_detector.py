@@ -40,3 +40,28 @@ async def test_the_detector_reads_the_last_user_message() -> None:
     assert await detector.predict_end_of_turn(ctx) < unlikely
     ctx.add_message(role="user", content="presenting to my team.")
     assert await detector.predict_end_of_turn(ctx) > unlikely
+
+
+def test_a_language_without_word_lists_is_judged_on_punctuation_alone() -> None:
+    # German "mit" is not in any list; the English list must not be applied to it either
+    assert end_of_turn_probability("Ich möchte Hilfe mit", "de") == pytest.approx(0.6)
+    assert end_of_turn_probability("Ich möchte Hilfe mit the", "de") == pytest.approx(0.6)
+    assert end_of_turn_probability("Ich möchte Hilfe,", "de") < 0.3
+
+
+async def test_turn_handling_uses_the_sessions_language_not_the_deployments() -> None:
+    from eloquence.agent import default_turn_handling
+    from eloquence.settings import AppSettings
+
+    settings = AppSettings(ELOQUENCE_LANGUAGE="en", ELOQUENCE_TURN_DETECTOR="transcript")
+    french = default_turn_handling(settings, language="fr")["turn_detection"]
+    english = default_turn_handling(settings)["turn_detection"]
+    assert isinstance(french, TranscriptTurnDetector) and isinstance(english, TranscriptTurnDetector)
+    assert (french.language, english.language) == ("fr", "en")
+
+    ctx = llm.ChatContext()
+    ctx.add_message(role="user", content="Je voudrais travailler avec")
+    threshold = await french.unlikely_threshold("fr")
+    assert threshold is not None
+    # "avec" dangles in French; the English lists do not know it
+    assert await french.predict_end_of_turn(ctx) < threshold < await english.predict_end_of_turn(ctx)

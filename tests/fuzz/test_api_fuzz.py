@@ -22,13 +22,12 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from eloquence.exercises import exercise_names
 from eloquence.services import API, ServiceDefinition, ServiceProcess, free_port, running_service
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 LIVEKIT_KEY, LIVEKIT_SECRET = "fuzz-livekit", "fuzz-livekit-secret-0123456789abcdef"
 API_KEY = "fuzz-api-key-0123456789abcdef"
-EXAMPLES_PER_OPERATION = 50
+EXAMPLES_PER_OPERATION = 30
 FAKE_LIVEKIT = ServiceDefinition(
     name="fake-livekit",
     console_script="",
@@ -76,12 +75,7 @@ def _resources(proc: ServiceProcess) -> tuple[int, int]:
 def test_the_api_answers_every_generated_request_as_documented(api: ServiceProcess) -> None:
     with requests.Session() as http:
         document = http.get(f"{api.url}/api/openapi.json", timeout=10).json()
-        assert (
-            document["paths"]["/api/livekit/token"]["post"]["requestBody"]["content"]["application/json"][
-                "schema"
-            ]["properties"]["exercise_type"]["enum"]
-            == exercise_names()
-        )
+        assert document["paths"]["/api/livekit/token"]["post"]["security"] == [{"bearerAuth": []}]
         http.get(f"{api.url}/api/livekit/health", timeout=10)  # warm: the first probe opens connections
         fds_before, threads_before = _resources(api)
         schema = schemathesis.openapi.from_dict(document)

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from eloquence.services import AZURE_TTS, WHISPER_STT, ServiceProcess, running_service
 from eloquence_bench.speech import PIPER_NO_NOISE_ENV
 
-EXAMPLES = 25
+EXAMPLES = 15
 QUIET_S = 0.1
 MAX_READ_S = 4.0
 FLUSH = json.dumps({"type": "flush"})
@@ -252,11 +252,11 @@ def test_slow_readers_do_not_hold_the_services(whisper: ServiceProcess, tts: Ser
                         json.dumps({"type": "text", "text": long_text}),
                         json.dumps({"type": "flush"}),
                     ],
-                    hold_s=2.0,
+                    hold_s=1.0,
                 )
                 for _ in range(3)
             ),
-            *(_slow_reader(stt_url, [json.dumps({"type": "flush"})] * 20, hold_s=2.0) for _ in range(3)),
+            *(_slow_reader(stt_url, [json.dumps({"type": "flush"})] * 20, hold_s=1.0) for _ in range(3)),
         )
         # a fresh client is served as usual meanwhile and afterwards
         seen: Counter[str] = Counter()

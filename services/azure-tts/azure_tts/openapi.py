@@ -17,11 +17,14 @@ def _body(
     return schema
 
 
-def paths(*, voices: list[str], max_text_chars: int) -> dict[str, Any]:
+def paths(*, voices: list[str], languages: list[str], max_text_chars: int) -> dict[str, Any]:
     """`voices`: the loaded voices (another is a 400 `unknown_voice`); `max_text_chars`: the text limit."""
     text_limit = {"maxLength": max_text_chars}
     synthesize = _body(SynthesizeRequest, "text", **text_limit)
     speech = _body(OpenAISpeechRequest, "input", **text_limit)
+    # a language no loaded voice speaks is a 400 `unknown_voice`: the document lists the ones served
+    tags = sorted({*languages, *(tag.split("-")[0] for tag in languages)})
+    synthesize["properties"]["language"] = {"anyOf": [{"type": "string", "enum": tags}, {"type": "null"}]}
     for schema in (synthesize, speech):
         schema["properties"]["voice"] = {"anyOf": [{"type": "string", "enum": voices}, {"type": "null"}]}
     audio = {

@@ -62,7 +62,10 @@ class AzureTTSAPI(SidecarAPI):
         self.retry_after_s = retry_after_s
 
     def openapi_paths(self) -> dict[str, Any]:
-        return openapi.paths(voices=self.tts.catalog.names(), max_text_chars=self.max_text_chars)
+        catalog = self.tts.catalog
+        return openapi.paths(
+            voices=catalog.names(), languages=catalog.languages(), max_text_chars=self.max_text_chars
+        )
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -128,7 +131,7 @@ class AzureTTSAPI(SidecarAPI):
         try:
             choice = self.tts.catalog.choose(voice=voice, context=options.context, language=options.language)
         except UnknownVoiceError as e:
-            raise SidecarError(400, "unknown_voice", str(e), valid_voices=e.valid) from None
+            raise SidecarError(400, e.code, str(e), valid_voices=e.valid) from None
         headers = {
             "X-Sample-Rate": str(options.sample_rate),
             "X-Voice": choice.voice,

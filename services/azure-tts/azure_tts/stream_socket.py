@@ -104,7 +104,7 @@ class StreamSocket:
             await self._error("invalid_config", validation_message(e))
             return
         except UnknownVoiceError as e:
-            await self._error("unknown_voice", str(e), valid_voices=e.valid)
+            await self._error(e.code, str(e), valid_voices=e.valid)
             return
         self._choice = choice
         self._options = SpeechOptions(

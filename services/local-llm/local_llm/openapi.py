@@ -10,26 +10,34 @@ ROLES = ["system", "developer", "user", "assistant", "tool"]
 
 
 def paths() -> dict[str, Any]:
+    """What the server checks, no more: it ignores unknown fields, and the context length (in
+    tokens) is no JSON Schema limit (too long a conversation is a 400 `context_length_exceeded`)."""
+    text_chunk = {"type": "object", "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}}}
     message = {
         "type": "object",
-        "required": ["role", "content"],
+        "required": ["role"],
         "properties": {
             "role": {"type": "string", "enum": ROLES},
-            "content": {"type": "string", "maxLength": 2000},
+            "content": {
+                "anyOf": [{"type": "string"}, {"type": "null"}, {"type": "array", "items": text_chunk}]
+            },
         },
     }
+    number = {"type": "number"}
     chat = {
         "type": "object",
         "required": ["messages"],
         "properties": {
-            "messages": {"type": "array", "items": message, "minItems": 1, "maxItems": 8},
-            "stream": {"type": "boolean"},
+            "messages": {"type": "array", "items": message, "minItems": 1},
+            "stream": {"description": "true: server-sent events"},
             "max_tokens": {"type": "integer", "minimum": 1},
-            "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-            "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+            "temperature": number,
+            "top_p": number,
+            "presence_penalty": number,
+            "frequency_penalty": number,
             "random_seed": {"type": "integer"},
             "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-            "n": {"type": "integer", "enum": [1]},
+            "n": {"enum": [1, None]},
         },
     }
     return {
@@ -51,7 +59,7 @@ def paths() -> dict[str, Any]:
                         "description": "a chat.completion, or its chunks as server-sent events",
                         "content": {
                             **json_content({"type": "object"}),
-                            "text/event-stream": {"schema": {"type": "string"}},
+                            "text/event-stream": {"schema": {}},
                         },
                     },
                     **errors(400, 401, 429, 503),

@@ -112,7 +112,7 @@ class LocalLLMAPI(SidecarAPI):
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = await request.json(loads=parse_json)
+            body = parse_json(await request.read())  # bytes: a body that is not UTF-8 is invalid JSON too
         except InvalidJSON as e:
             raise _invalid(f"the body is not valid JSON: {e}", code="invalid_json") from None
         try:

@@ -15,7 +15,7 @@ def paths(*, languages: list[str], response_formats: list[str]) -> dict[str, Any
         "properties": {
             "file": {"type": "string", "format": "binary", "description": "WAV, FLAC or OGG audio"},
             "language": {"type": "string", "enum": languages},
-            "prompt": {"type": "string", "maxLength": 1000},
+            "prompt": {"type": "string"},
             "temperature": {"type": "number", "minimum": 0, "maximum": 1},
             "response_format": {"type": "string", "enum": response_formats},
         },

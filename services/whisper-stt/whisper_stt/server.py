@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, WSCloseCode, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
 
 from sidecar_common.app import SidecarAPI, open_websocket
@@ -219,6 +220,8 @@ async def _read_transcription_form(request: web.Request, max_upload: int) -> dic
                 form[part.name] = (await _read_field(part, _FORM_FIELD_LIMIT, part.name)).decode(
                     "utf-8", "replace"
                 )
+    except HttpProcessingError:  # a part's headers that HTTP does not allow (raw bytes in a name...)
+        raise SidecarError(400, "invalid_request", "malformed multipart body: invalid part headers") from None
     except (ValueError, AssertionError) as e:  # aiohttp's multipart parser on a malformed body
         raise SidecarError(400, "invalid_request", f"malformed multipart body: {e}") from None
     if not form.get("file"):
