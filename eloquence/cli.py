@@ -55,6 +55,10 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sessions", type=int, nargs="*", default=None)
     bench.add_argument("--soak", type=int, default=0, help="turns per session for the memory soak")
     bench.add_argument(
+        "--soak-minutes", type=float, default=0, help="session soak: whole AgentSessions for this long"
+    )
+    bench.add_argument("--soak-sessions", type=int, default=None, help="sessions in the session soak")
+    bench.add_argument(
         "--agent-sessions", type=int, nargs="*", default=None, help="whole AgentSessions at once (1 2 4)"
     )
     bench.add_argument("--out", default="bench-out")

@@ -60,11 +60,12 @@ class AppSettings(BaseSettings):
     api_livekit_timeout_s: float = Field(5.0, validation_alias="API_LIVEKIT_TIMEOUT_S")
     llm_local_fallback: bool = Field(False, validation_alias="ELOQUENCE_LLM_LOCAL_FALLBACK")
     """With a remote Mistral configured, fall back to the local LLM service when it fails."""
-    llm_max_tokens: int | None = Field(120, validation_alias="ELOQUENCE_LLM_MAX_TOKENS")
-    """Cap on a spoken reply's tokens: a few sentences, and less generation competing for the CPU.
-    A reply cut by it ends on its last whole sentence (eloquence/spoken_reply.py)."""
-    reply_max_sentences: int | None = Field(3, ge=1, validation_alias="ELOQUENCE_REPLY_MAX_SENTENCES")
-    """Sentences in a spoken reply (six when the user asks for detail); the LLM stops there."""
+    llm_max_tokens: int | None = Field(80, validation_alias="ELOQUENCE_LLM_MAX_TOKENS")
+    """Cap on a spoken reply's tokens (about 20 s of speech, for a reply that asks for detail). A
+    reply cut by it ends on its last whole sentence (eloquence/spoken_reply.py)."""
+    reply_max_sentences: int | None = Field(2, ge=1, validation_alias="ELOQUENCE_REPLY_MAX_SENTENCES")
+    """Sentences in a spoken reply (five when the user asks for detail); the LLM stops there, which
+    also frees the CPU for the audio."""
 
     # --- security (eloquence/auth.py, eloquence/rate_limits.py; README "Security") ---
     api_keys: str | None = Field(None, validation_alias="ELOQUENCE_API_KEYS", repr=False)

@@ -77,6 +77,8 @@ class TalkReport:
     """The turn's instants in ms after t0, keyed as `eloquence.stages.TIMELINE` (eloquence/timeline.py)."""
     output_path: str | None = None
     output_sample_rate: int | None = None
+    error: str | None = None
+    """None when the agent replied; `talk --json` prints only `{"error": ...}` when the turn could not run."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -466,6 +468,8 @@ def main(args: argparse.Namespace) -> int:
         _fail("interrupted", as_json=as_json)
         return 130
 
+    if not report.reply:
+        report.error = "the agent did not reply"
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:

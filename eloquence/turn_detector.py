@@ -38,6 +38,13 @@ _TERMINAL = (".", "?", "!")
 _WORD = re.compile(r"[\w'’]+", re.UNICODE)
 
 
+def _after_elision(word: str) -> str:
+    """The word an elision leads to: "qu'il" -> "il", "j'ai" -> "ai"; "d'introduction" -> "introduction"
+    (not "d'": the sentence ended on a noun). A bare elision ("l'") stays as it is."""
+    head, _, tail = word.rpartition("'")
+    return tail if head and tail else word
+
+
 def end_of_turn_probability(text: str, language: str = "en") -> float:
     """How likely `text` (the user's words so far) is a finished turn."""
     text = text.strip()
@@ -48,7 +55,7 @@ def end_of_turn_probability(text: str, language: str = "en") -> float:
     words = _WORD.findall(text.lower().replace("’", "'"))
     # a language without a list is judged on punctuation alone: another language's words would mislead
     dangling = _DANGLING_WORDS.get(language.split("-")[0].lower(), frozenset())
-    if words and (words[-1] in dangling or words[-1].split("'")[0] + "'" in dangling):
+    if words and (words[-1] in dangling or _after_elision(words[-1]) in dangling):
         return 0.05
     return 0.95 if text.endswith(_TERMINAL) else 0.6
 

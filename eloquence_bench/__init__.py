@@ -16,7 +16,9 @@ keys of bench.json are documented in `report.py`).
 - `--sessions 1 4 10`: the concurrency levels (default 1, 4 and 10; quick: 1);
 - `--soak N`: N more turns per session at the largest level, with RSS per service after each turn;
 - `--agent-sessions 1 2 4`: whole AgentSessions at once (default 1, 2 and 4; quick: none), the
-  capacity figure (sessions per node at e2e p95 ≤ 1.5 s).
+  capacity figure (sessions per node at e2e p95 ≤ 1.5 s);
+- `--soak-minutes M [--soak-sessions N]`: the session soak: N whole AgentSessions (default: the
+  capacity found) taking turns for M minutes; errors, e2e, and RSS slope, threads and files per service.
 Peers run in full mode; ELOQUENCE_BENCH_PEERS=1 adds them to a quick run, =0 leaves them out.
 """
 
@@ -44,7 +46,13 @@ def options_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     for n in agent_sessions or []:
         if n < 1:
             raise ValueError(f"--agent-sessions takes positive session counts, not {n}")
+    soak_minutes = float(getattr(args, "soak_minutes", 0) or 0)
+    soak_sessions = getattr(args, "soak_sessions", None)
+    if soak_minutes < 0 or (soak_sessions is not None and soak_sessions < 1):
+        raise ValueError("--soak-minutes takes minutes (0 for none), --soak-sessions a positive count")
     return BenchOptions(
+        soak_minutes=soak_minutes,
+        soak_sessions=soak_sessions,
         agent_sessions=list(agent_sessions) if agent_sessions is not None else None,
         quick=bool(args.quick),
         sessions=list(args.sessions or []),

@@ -14,6 +14,8 @@ The sets:
   endpoints (the agent answering into the pause);
 - `VOICE_QUESTIONS`: 6 more questions, each in another voice of `VOICES` (espeak-ng voices and
   the Piper voice at other rates): the tuning set's other voices;
+- `FRENCH_QUESTIONS`: 6 French coaching questions spoken by espeak-ng (`FRENCH_VOICE`), for a French
+  turn's e2e beside the English one (`build_french_corpus`; kept apart from the English sets);
 - `HELDOUT_QUESTIONS` and `HELDOUT_PAUSED`: 8 questions and 8 paused sentences in the same
   voices, never used to tune anything (`Utterance.heldout`): the figures that say whether a
   setting generalizes. espeak-ng pauses are SSML breaks inside one sentence (its intonation goes
@@ -142,6 +144,20 @@ HELDOUT_PAUSED: tuple[tuple[str, str, int], ...] = (
 )
 
 
+# French coaching questions (a French session: Whisper base, espeak-ng, the French persona). Not in
+# `eloquence_bench.french.SENTENCES`, which tune and bound the French STT.
+FRENCH_QUESTIONS: tuple[str, ...] = (
+    "Comment est-ce que je peux arrêter de dire euh ?",
+    "Que faire de mes mains pendant que je parle ?",
+    "Comment capter l'attention du public dès la première phrase ?",
+    "Combien de temps doit durer mon discours de mariage ?",
+    "Comment garder une voix posée quand je suis stressé ?",
+    "Pouvez-vous m'aider à préparer mon entretien d'embauche de lundi ?",
+)
+# espeak-ng's clearest French variant for Whisper base (eloquence_bench.french: WER 0.39 on fr+m2)
+FRENCH_VOICE = Voice("espeak-ng", "fr+m2", 140)
+
+
 # First sentences of coach replies: the TTS inputs for the TTS-only comparisons (ours, raw
 # Piper, wyoming-piper). Each is synthesized once per system, so no cache serves a repeat.
 REPLY_SENTENCES: tuple[str, ...] = (
@@ -174,6 +190,7 @@ class Utterance:
     voice: str = FIXTURE_VOICE.label
     heldout: bool = False
     """Never used to tune a setting: the generalization figures."""
+    language: str = "en"
 
     @property
     def duration_s(self) -> float:
@@ -192,6 +209,7 @@ class Utterance:
             "sha256": self.sha256,
             "voice": self.voice,
             "heldout": self.heldout,
+            "language": self.language,
         }
         if self.kind == "paused":
             info.update(pause_ms=self.pause_ms, pause_start_s=round(self.pause_start_s, 3))
@@ -386,3 +404,28 @@ def select(
     qs = [u for u in pool if u.kind == "question"]
     ps = [u for u in pool if u.kind == "paused"]
     return qs[: len(qs) if questions is None else questions] + ps[: len(ps) if paused is None else paused]
+
+
+def build_french_corpus(cache_root: Path | str = ".eloquence/bench") -> list[Utterance]:
+    """`FRENCH_QUESTIONS` spoken by `FRENCH_VOICE` (cached like the English corpus); [] without espeak-ng."""
+    import dataclasses
+
+    import soundfile as sf
+
+    if not espeak_available():
+        return []
+    spec = json.dumps({"questions": FRENCH_QUESTIONS, "voice": FRENCH_VOICE.label, "lead_in_s": LEAD_IN_S})
+    cache = Path(cache_root) / f"corpus-fr-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+    utterances = []
+    for i, text in enumerate(FRENCH_QUESTIONS):
+        path = cache / f"fr{i:02d}.wav"
+        if path.exists():
+            samples, rate = sf.read(path, dtype="float32")
+            assert rate == SAMPLE_RATE
+            utterance = Utterance(id=f"fr{i:02d}", text=text, kind="question", samples=samples)
+        else:
+            utterance = _question(i, text, FRENCH_VOICE, prefix="fr")
+            cache.mkdir(parents=True, exist_ok=True)
+            sf.write(path, utterance.samples, SAMPLE_RATE, subtype="FLOAT")
+        utterances.append(dataclasses.replace(utterance, voice=FRENCH_VOICE.label, language="fr"))
+    return utterances

@@ -8,6 +8,7 @@ bench.json keys (all times in milliseconds):
 - `turns[]`: every stack turn with `stages.<stage>` (ms from its start event), `timeline`,
   transcript, `wer`, reply and `false_endpoint` for paused utterances;
 - `quality`: mean WER, false-endpoint count and rate (next to `stages.e2e`);
+- `french`: the same for French turns (`stages`, `turns`, `quality`, `utterances`): e2e beside English;
 - `sidecar_loop`: the same turn straight through the sidecars' protocols (`stages`, `turns`);
 - `baselines.raw.<stage>`: the engines called directly, with `samples_ms` (every measurement);
   `baselines.overhead.<stage>`: ours vs raw p50, the difference in ms and the ratio;
@@ -311,6 +312,17 @@ def markdown(result: dict[str, Any]) -> str:
         ]
     elif result.get("stack_status"):
         lines += [f"Stack turns: {result['stack_status']}", ""]
+    french = result.get("french", {})
+    if french.get("stages"):
+        english_e2e = result.get("stages", {}).get("e2e", {})
+        lines += _stage_table(f"French turns (AgentSession, {len(french['turns'])} turns)", french["stages"])
+        lines += [
+            (
+                f"French e2e p50 {_fmt(french['stages'].get('e2e', {}).get('p50_ms'))} ms beside English "
+                f"{_fmt(english_e2e.get('p50_ms'))} ms · French WER mean {french['quality'].get('wer_mean')}"
+            ),
+            "",
+        ]
     loop = result.get("sidecar_loop", {})
     if loop.get("stages"):
         lines += _stage_table("Sidecar loop (the wire protocols, no AgentSession)", loop["stages"])
@@ -354,6 +366,26 @@ def markdown(result: dict[str, Any]) -> str:
         lines += _table(
             f"Soak ({soak['turns_per_session']} turns × {soak['sessions']} sessions)", columns, rows
         )
+    session_soak = result.get("session_soak")
+    if session_soak:
+        rows = [
+            [
+                svc,
+                t["rss_mb"].get("first"),
+                t["rss_mb"].get("last"),
+                t["rss_mb"].get("slope_per_min"),
+                f"{t['threads'].get('first')} → {t['threads'].get('last')} (max {t['threads'].get('max')})",
+                f"{t['fds'].get('first')} → {t['fds'].get('last')} (max {t['fds'].get('max')})",
+            ]
+            for svc, t in session_soak["services"].items()
+        ]
+        columns = ["service", "RSS first MiB", "RSS last MiB", "RSS MiB/min", "threads", "open files"]
+        title = (
+            f"Session soak ({session_soak['sessions']} sessions × {session_soak['minutes']:g} min: "
+            f"{session_soak['turns']} turns, {session_soak['errors']} errors, "
+            f"e2e p95 {session_soak['e2e'].get('p95_ms')} ms)"
+        )
+        lines += _table(title, columns, rows)
     if result.get("notes"):
         lines += ["### Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
     return "\n".join(lines)

@@ -59,6 +59,8 @@ class BrowserTurn:
     mode: str
     turns: list[dict[str, Any]] = field(default_factory=list)
     """Every turn the page shows: {user, reply, metrics, e2eMs}."""
+    receive_stats: dict[str, Any] | None = None
+    """The browser's view of the coach's audio (local mode): jitterBufferMs, packetsLost, jitterMs."""
     requested_hosts: list[str] = field(default_factory=list)
     """Every host the page sent a request to (HTTP, WebSocket)."""
     errors: list[str] = field(default_factory=list)
@@ -208,6 +210,10 @@ class PlaygroundPage:
     async def report(self, *, screenshot: Path | None = None) -> BrowserTurn:
         """The last spoken turn as the page shows it."""
         state = await self.state()
+        receive_stats = await self.page.evaluate(
+            "async () => { const s = window.eloquencePlayground;"
+            " return s.rtcStats ? await s.rtcStats() : null; }"
+        )
         spoken = [t for t in state["turns"] if t["user"]]
         turn = spoken[-1] if spoken else {}
         return BrowserTurn(
@@ -219,6 +225,7 @@ class PlaygroundPage:
             reply_onsets=state["replyOnsets"],
             mode=state["mode"],
             turns=state["turns"],
+            receive_stats=receive_stats,
             requested_hosts=sorted(self.hosts),
             errors=state["errors"],
             console_errors=list(self.console_errors),

@@ -35,8 +35,12 @@ async def run_agent_sessions(
     urls: dict[str, str],
     work_dir: Path,
     log_dir: Path,
+    until: float | None = None,
 ) -> dict[str, Any]:
-    """`sessions` worker processes at once; the level's turns, e2e stats and errors."""
+    """`sessions` worker processes at once; the level's turns, e2e stats and errors.
+
+    `until` (a `time.time()`): each session keeps taking turns over its utterances until then (the
+    session soak, session_soak.py) instead of `turns_per_session` turns."""
     from eloquence.stages import STAGE_KEYS
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +62,7 @@ async def run_agent_sessions(
             urls["azure-tts"],
             "--llm",
             urls["llm"],
+            *(["--until", str(until)] if until is not None else []),
             *ids,
         ]
         stderr = open(log_dir / f"session-{sessions}-{i}.log", "wb")  # noqa: SIM115 - the child's
@@ -66,7 +71,7 @@ async def run_agent_sessions(
         )
         stderr.close()
     turns: list[dict[str, Any]] = []
-    timeout = TURN_TIMEOUT_S * (turns_per_session + 1)
+    timeout = TURN_TIMEOUT_S * (turns_per_session + 1) + max(0.0, (until or 0.0) - time.time())
     for i, proc in enumerate(procs):
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout)
@@ -133,8 +138,11 @@ async def _session(args: argparse.Namespace) -> int:
         }
     )
     pipeline = build_pipeline(settings, get_exercise("default"), language=settings.language)
+    ids = list(args.ids)
+    if args.until is not None:  # the soak: go round the utterances until the deadline
+        ids = _until(ids, args.until)
     try:
-        for uid in args.ids:
+        for uid in ids:
             utterance = by_id[uid]
             try:
                 report = await run_talk_turn(audio=utterance.samples, settings=settings, pipeline=pipeline)
@@ -156,6 +164,12 @@ async def _session(args: argparse.Namespace) -> int:
     return 0
 
 
+def _until(ids: list[str], deadline: float) -> Any:
+    while time.time() < deadline:
+        yield from ids[:1]
+        ids = ids[1:] + ids[:1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eloquence_bench.runner.agent_sessions")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--stt", required=True)
     worker.add_argument("--tts", required=True)
     worker.add_argument("--llm", required=True)
+    worker.add_argument("--until", type=float, default=None, help="keep taking turns until this time.time()")
     worker.add_argument("ids", nargs="+")
     args = parser.parse_args(argv)
     import logging

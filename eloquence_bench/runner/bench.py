@@ -46,6 +46,10 @@ class BenchOptions:
     agent_sessions: list[int] | None = None
     """Levels of whole AgentSessions at once (None: 1, 2 and 4; quick: none)."""
     agent_session_turns: int = 4
+    soak_minutes: float = 0.0
+    """The session soak (session_soak.py): whole AgentSessions taking turns for this long; 0: none."""
+    soak_sessions: int | None = None
+    """Sessions in the session soak (None: the capacity the agent-sessions phase found, at least 1)."""
 
     @property
     def agent_levels(self) -> list[int]:
@@ -130,6 +134,45 @@ class Bench:
         self.result["timeline"] = rep.timeline_stats([t for t in turns if not t.get("error")])
         self.result["quality"] = quality_summary(turns)
 
+    async def french_phase(self, urls: dict[str, str]) -> None:
+        """French turns (Whisper base, espeak-ng, the French persona): bench.json `french`."""
+        from eloquence.settings import AppSettings
+
+        from ..corpus import build_french_corpus
+        from .stack_turns import quality_summary, run_stack_turns
+
+        corpus = await asyncio.to_thread(build_french_corpus, self.opts.work_dir)
+        if not corpus:
+            self.result["french"] = {"status": "skipped", "reason": "espeak-ng is not installed"}
+            return
+        warmup, utterances = corpus[0], corpus[1:2] if self.opts.quick else corpus[1:]
+        settings = AppSettings().model_copy(
+            update={
+                "whisper_stt_url": urls["whisper-stt"],
+                "azure_tts_url": urls["azure-tts"],
+                "local_llm_url": urls["llm"],
+                "mistral_api_key": None,
+                "mistral_base_url": None,
+                "whisper_stt_fallback_url": None,
+                "azure_tts_fallback_url": None,
+            }
+        )
+        task = self.progress.add_task("French turns (AgentSession)", total=len(utterances))
+        turns = await run_stack_turns(
+            utterances,
+            settings=settings,
+            warmup=warmup,
+            language="fr",
+            on_turn=lambda _: self.progress.advance(task),
+        )
+        ok = [t for t in turns if not t.get("error")]
+        self.result["french"] = {
+            "utterances": [u.describe() for u in utterances],
+            "turns": turns,
+            "stages": rep.stage_stats(ok, rep.STACK_STAGES),
+            "quality": quality_summary(turns),
+        }
+
     async def concurrency_phase(
         self, questions: list[Utterance], urls: dict[str, str], pids: dict[str, int], llm: Any
     ) -> None:
@@ -205,6 +248,26 @@ class Bench:
             "what": "whole AgentSessions (one process each), talk turns paced in real time; capacity: "
             "the most sessions at once with e2e p95 <= 1500 ms and no error",
         }
+
+    async def session_soak_phase(
+        self, utterances: list[Utterance], urls: dict[str, str], pids: dict[str, int], log_dir: Path
+    ) -> None:
+        from .session_soak import run_session_soak
+
+        found = (self.result.get("agent_sessions") or {}).get("capacity_sessions") or 1
+        sessions = self.opts.soak_sessions or found
+        label = f"session soak, {sessions} session(s) × {self.opts.soak_minutes:g} min"
+        task = self.progress.add_task(label, total=1)
+        self.result["session_soak"] = await run_session_soak(
+            sessions=sessions,
+            minutes=self.opts.soak_minutes,
+            utterance_ids=[u.id for u in utterances if u.kind == "question"],
+            urls=urls,
+            pids=pids,
+            work_dir=self.opts.work_dir,
+            log_dir=log_dir,
+        )
+        self.progress.advance(task)
 
     async def raw_phase(
         self, questions: list[Utterance], texts: list[str], config: EngineConfig, llm: Any
@@ -362,8 +425,11 @@ class Bench:
                 name: {"url": url, "pid": pids.get(name)} for name, url in urls.items()
             }
             await self._phase("stack turns", self.stack_phase(stack_utts, warmup, urls))
+            await self._phase("French turns", self.french_phase(urls))
             if opts.agent_levels:
                 await self._phase("agent sessions", self.agent_sessions_phase(stack_utts, urls, log_dir))
+            if opts.soak_minutes > 0:
+                await self._phase("session soak", self.session_soak_phase(stack_utts, urls, pids, log_dir))
             await self._phase("concurrency", self.concurrency_phase(questions, urls, pids, llm))
             await self._phase("raw engines", self.raw_phase(questions, texts, config, llm))
             await self._phase("tts sidecar", self.tts_sidecar_phase(texts, urls))

@@ -30,15 +30,18 @@ async def run_stack_turns(
     settings: Any,
     warmup: Utterance,
     on_turn: Callable[[dict[str, Any]], None] | None = None,
+    language: str | None = None,
 ) -> list[dict[str, Any]]:
+    """`language`: the sessions' (None: ELOQUENCE_LANGUAGE); a French turn runs on the French models."""
     from eloquence.agent import build_pipeline
     from eloquence.exercises import get_exercise
     from eloquence.talk import TalkError, run_talk_turn
 
-    pipeline = build_pipeline(settings, get_exercise("default"), language=settings.language)
+    language = language or settings.language
+    pipeline = build_pipeline(settings, get_exercise("default"), language=language)
     turns: list[dict[str, Any]] = []
     try:
-        await run_talk_turn(audio=warmup.samples, settings=settings, pipeline=pipeline)
+        await run_talk_turn(audio=warmup.samples, settings=settings, pipeline=pipeline, language=language)
         for utterance in utterances:
             started = time.perf_counter()
             turn: dict[str, Any] = {
@@ -47,7 +50,9 @@ async def run_stack_turns(
                 "text": utterance.text,
             }
             try:
-                report = await run_talk_turn(audio=utterance.samples, settings=settings, pipeline=pipeline)
+                report = await run_talk_turn(
+                    audio=utterance.samples, settings=settings, pipeline=pipeline, language=language
+                )
             except TalkError as e:
                 turn.update(error=str(e), stages={}, timeline={})
             else:
@@ -68,7 +73,7 @@ async def run_stack_turns(
                     # the turn's instants on one clock, ms after t0 (eloquence/timeline.py)
                     timeline=report.timeline,
                     transcript=report.transcript,
-                    wer=wer(utterance.text, report.transcript),
+                    wer=_wer(utterance.text, report.transcript, language),
                     reply=report.reply,
                     replies=len(report.replies),
                     false_endpoints=report.false_endpoints,
@@ -84,6 +89,14 @@ async def run_stack_turns(
     finally:
         await pipeline.aclose()
     return turns
+
+
+def _wer(reference: str, hypothesis: str, language: str) -> float:
+    if language == "fr":  # accents are spelling: the English normalizer would drop them
+        from ..french import french_wer
+
+        return round(french_wer([reference], [hypothesis]), 4)
+    return wer(reference, hypothesis)
 
 
 def quality_summary(turns: list[dict[str, Any]]) -> dict[str, Any]:

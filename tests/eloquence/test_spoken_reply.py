@@ -41,8 +41,13 @@ def test_the_first_clause_is_flushed_on_its_own() -> None:
     assert _spoken(pieces) == "Sure thing, start with one slow breath. Then smile."
 
 
-def test_a_one_word_clause_waits_for_the_sentence_end() -> None:
+def test_a_one_word_clause_is_enough_by_default() -> None:
     pieces = _shape("Absolutely, I can help. Breathe first.")
+    assert _spoken(pieces[: pieces.index(FLUSH)]) == "Absolutely, "
+
+
+def test_a_longer_minimum_clause_waits_for_more_words() -> None:
+    pieces = _shape("Absolutely, I can help. Breathe first.", first_clause_words=2)
     assert _spoken(pieces[: pieces.index(FLUSH)]) == "Absolutely, I can help. "
 
 

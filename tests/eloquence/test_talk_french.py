@@ -142,3 +142,20 @@ def test_a_french_turn_through_talk_is_heard_answered_and_spoken_in_french(
     reply16k = soxr.resample(reply, rate, 16000).astype(np.float32)
     language, probability, _ = french_judge.detect_language(np.concatenate([silence(0.25), reply16k]))
     assert language == "fr", (language, probability, report["reply"])
+
+
+def test_a_language_no_exercise_speaks_is_a_clear_error_before_anything_starts(tmp_path: Path) -> None:
+    question = tmp_path / "question.wav"
+    question.write_bytes(to_wav(silence(0.5)))
+    result = subprocess.run(
+        [sys.executable, "-m", "eloquence", "talk", str(question), "--language", "de", "--json"],
+        capture_output=True,
+        text=True,
+        env=_bare_env({}),
+        cwd=tmp_path,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == {"error": "unsupported language 'de'; supported: en, fr"}
+    assert not (tmp_path / ".eloquence" / "logs").exists()  # no service was started

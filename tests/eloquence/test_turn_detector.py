@@ -24,6 +24,9 @@ def test_a_finished_sentence_is_a_likely_end_of_turn(text: str) -> None:
         ("My biggest problem is that", "en"),
         ("Je voudrais de l'aide avec", "fr"),
         ("Je n'arrive pas à parler devant mon", "fr"),
+        ("Je pense qu'il", "fr"),  # the elided word leads to a pronoun
+        ("Le problème, c'est que j'ai", "fr"),
+        ("Je travaille sur l'", "fr"),
     ],
 )
 def test_a_sentence_cut_on_a_dangling_word_is_unfinished(text: str, language: str) -> None:
@@ -65,3 +68,16 @@ async def test_turn_handling_uses_the_sessions_language_not_the_deployments() ->
     assert threshold is not None
     # "avec" dangles in French; the English lists do not know it
     assert await french.predict_end_of_turn(ctx) < threshold < await english.predict_end_of_turn(ctx)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Pouvez-vous m'aider à travailler mon introduction d'aujourd'hui.",
+        "Vous m'aidez à préparer les monatres d'introduction.",
+        "Je dois présenter les résultats de l'équipe.",
+    ],
+)
+def test_a_sentence_ending_on_an_elided_noun_is_finished(text: str) -> None:
+    # "d'introduction" ends on the noun: the elided "d'" does not make it dangle
+    assert end_of_turn_probability(text, "fr") > 0.5

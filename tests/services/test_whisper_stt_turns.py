@@ -23,6 +23,14 @@ from eloquence_bench.quality import wer
 from eloquence_bench.speech import silence, speak, speak_with_pause
 from sidecar_common.pcm import float_to_pcm16
 from whisper_stt.transcription_queue import InterimShed, Priority, TranscriptionQueue
+from whisper_stt.vad import (
+    AudioHistory,
+    SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    UtteranceSegmenter,
+)
 
 FIRST, REST = "I want to get better at", "presenting to my team."
 SENTENCE = "The quarterly results were better than we expected."
@@ -172,6 +180,51 @@ async def test_an_unknown_context_is_refused_then_closed(whisper: ServiceProcess
     assert event["type"] == "error" and event["code"] == "invalid_request", event
     assert "context" in event["message"] and closing.type == aiohttp.WSMsgType.CLOSE
     assert ws.close_code == 1008
+
+
+# -- the segmenter's pauses and the audio history ------------------------------------------------
+
+
+def test_the_segmenter_reports_a_pause_and_the_speech_going_on() -> None:
+    audio = np.concatenate([speak_with_pause(FIRST, REST, 0.4), silence(1.0)])
+    segmenter = UtteranceSegmenter(
+        aggressiveness=2,
+        min_speech_ms=120,
+        end_silence_ms=600,
+        pre_speech_ms=300,
+        max_utterance_s=28,
+        pause_ms=120,
+    )
+    boundaries = [b for at in range(0, len(audio), 320) for b in segmenter.push(audio[at : at + 320])]
+    kinds = [type(b) for b in boundaries]
+    # the 400 ms pause and the final silence each pause the utterance; only the final one ends it
+    assert kinds == [SpeechStarted, SpeechPaused, SpeechResumed, SpeechPaused, SpeechEnded], kinds
+    first_pause, last_pause, ended = boundaries[1], boundaries[3], boundaries[4]
+    assert isinstance(first_pause, SpeechPaused) and isinstance(last_pause, SpeechPaused)
+    assert isinstance(ended, SpeechEnded)
+    assert first_pause.end_s < pause_start(audio) / 16000 + 0.1 < last_pause.end_s == ended.end_s
+    # a pause's audio is the end's, but for a shorter silent tail
+    assert last_pause.first_sample == ended.first_sample
+    assert np.array_equal(last_pause.audio, ended.audio[: len(last_pause.audio)])
+    assert 0.1 <= (len(ended.audio) - len(last_pause.audio)) / 16000 <= 0.2
+
+
+def test_audio_history_gives_back_any_span_it_still_holds() -> None:
+    rng = np.random.default_rng(0)
+    history = AudioHistory(seconds=0.5)
+    data = np.arange(100_000, dtype=np.float32)
+    pos = 0
+    while pos < len(data):
+        n = int(rng.integers(1, 12_000))  # some pushes are longer than the whole history
+        history.push(data[pos : pos + n])
+        pos = min(pos + n, len(data))
+        assert history.end == pos and history.start == max(0, pos - 8000)
+        for _ in range(5):
+            a = int(rng.integers(history.start, history.end + 1))
+            b = int(rng.integers(a, history.end + 1))
+            assert np.array_equal(history.between(a, b), data[a:b]), (a, b)
+    with pytest.raises(ValueError):
+        history.between(history.start - 1, history.end)
 
 
 # -- the queue's rules for speculative passes ---------------------------------------------------

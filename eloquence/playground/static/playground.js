@@ -13,9 +13,10 @@
 (() => {
   const TOPIC = "eloquence";
   // Echo cancellation keeps the coach's voice out of the microphone (barge-in works with speakers).
-  // Noise suppression stays off: Whisper copes with noise better than with the suppressor's
-  // artefacts (measured: it turned "calm my nerves" into "come on Earth").
-  const CAPTURE = { echoCancellation: true, noiseSuppression: false, autoGainControl: true };
+  // Noise suppression and automatic gain stay off: Whisper normalises levels and copes with noise
+  // better than with their artefacts. Measured with samples/question.wav and tiny.en: suppression
+  // turned "calm my nerves" into "come on Earth" every time, gain control one time in five.
+  const CAPTURE = { echoCancellation: true, noiseSuppression: false, autoGainControl: false };
   const params = new URLSearchParams(location.search);
   const TOKEN_KEY = "eloquence-playground-token";
   const token = params.get("token") || sessionStorage.getItem(TOKEN_KEY);
@@ -55,6 +56,7 @@
     micLastVoiced: null, // performance.now() of the last voiced microphone sample
     e2e: [], // browser-measured end of speech → first reply audio, ms
     errors: [],
+    rtcStats: null, // () => Promise<{jitterBufferMs, packetsLost, jitterMs}> in local mode
   };
   window.eloquencePlayground = state;
 
@@ -364,6 +366,7 @@
       });
       state.sessionId = answer.session_id;
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
+      state.rtcStats = () => receiveStats(pc);
     } catch (e) {
       await closeConn();
       throw e;
@@ -376,6 +379,21 @@
         await closeConn();
       },
     };
+  }
+
+  async function receiveStats(pc) {
+    // what the browser adds on the way in: its jitter buffer's average delay for the coach's audio
+    const stats = await pc.getStats();
+    for (const report of stats.values()) {
+      if (report.type === "inbound-rtp" && report.kind === "audio" && report.jitterBufferEmittedCount) {
+        return {
+          jitterBufferMs: Math.round((1000 * report.jitterBufferDelay) / report.jitterBufferEmittedCount),
+          packetsLost: report.packetsLost,
+          jitterMs: Math.round(1000 * (report.jitter || 0)),
+        };
+      }
+    }
+    return null;
   }
 
   // --- LiveKit mode: a room, with the vendored livekit-client -----------------------------------

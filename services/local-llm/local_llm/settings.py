@@ -45,8 +45,10 @@ class LocalLLMSettings(SidecarSettings):
     of a reply yields the CPU to speech recognition and synthesis (0: never)."""
     urgent_tokens: int = Field(12, ge=1)
     """Tokens generated at full priority when no clause mark comes first."""
-    repeat_penalty: float = Field(1.0, ge=1.0, le=2.0)
-    """llama.cpp's repeat penalty when a request sets no frequency or presence penalty."""
+    repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
+    """llama.cpp's repeat penalty when a request sets no frequency or presence penalty. 1.1: SmolLM2-135M
+    repeated or echoed the user's sentence in 7 of 32 French replies at 1.0, none at 1.1, and stayed in the
+    session's language at both (README "French")."""
     warmup: bool = True
 
 

