@@ -8,13 +8,16 @@ need=()
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # the TLS proxy test runs docker/caddy/Caddyfile; the Kubernetes test renders with kubectl's kustomize
 command -v caddy >/dev/null 2>&1 || need+=(caddy)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ! command -v kubectl >/dev/null 2>&1; then
-  # Debian ships kubectl as kubernetes-client; Kubernetes' own apt repository as kubectl
+  # Debian ships kubectl as kubernetes-client; Kubernetes' own apt repository as kubectl.
+  # apt-cache knows neither before the package lists exist (a fresh machine): update first.
+  if [ "$(id -u)" = 0 ] && [ "${ELOQUENCE_SKIP_APT:-0}" != 1 ]; then apt-get update -qq; fi
   for pkg in kubectl kubernetes-client; do
     if apt-cache show "$pkg" >/dev/null 2>&1; then need+=("$pkg"); break; fi
   done

@@ -186,7 +186,8 @@ async def test_an_unknown_context_is_refused_then_closed(whisper: ServiceProcess
 
 
 def test_the_segmenter_reports_a_pause_and_the_speech_going_on() -> None:
-    audio = np.concatenate([speak_with_pause(FIRST, REST, 0.4), silence(1.0)])
+    spoken = speak_with_pause(FIRST, REST, 0.4)
+    audio = np.concatenate([spoken, silence(1.0)])
     segmenter = UtteranceSegmenter(
         aggressiveness=2,
         min_speech_ms=120,
@@ -202,7 +203,8 @@ def test_the_segmenter_reports_a_pause_and_the_speech_going_on() -> None:
     first_pause, last_pause, ended = boundaries[1], boundaries[3], boundaries[4]
     assert isinstance(first_pause, SpeechPaused) and isinstance(last_pause, SpeechPaused)
     assert isinstance(ended, SpeechEnded)
-    assert first_pause.end_s < pause_start(audio) / 16000 + 0.1 < last_pause.end_s == ended.end_s
+    assert abs(first_pause.end_s - pause_start(spoken) / 16000) < 0.3, first_pause  # the mid-sentence one
+    assert first_pause.end_s + 0.5 < last_pause.end_s == ended.end_s
     # a pause's audio is the end's, but for a shorter silent tail
     assert last_pause.first_sample == ended.first_sample
     assert np.array_equal(last_pause.audio, ended.audio[: len(last_pause.audio)])
