@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from livekit.agents import AgentServer
 
 logger = logging.getLogger("eloquence.agent")
+GreetingTTS = tts.TTS  # `Pipeline.tts` shadows the module inside the class body
 _T = TypeVar("_T")
 
 
@@ -218,7 +219,7 @@ class Pipeline:
     stt: stt.STT
     llm: llm.LLM
     tts: tts.TTS
-    greeting_tts: tts.TTS | None = None
+    greeting_tts: GreetingTTS | None = None
     """The greeting's voice context (`Exercise.greeting_context`); `tts` speaks the replies."""
 
     async def aclose(self) -> None:

@@ -45,6 +45,8 @@ class ServiceDefinition:
     """Relative CPU weight under contention (100: normal). Latency-critical services (the final
     transcript, the first audio, the agent's audio loop) keep 100; bulk work gets less. Compose
     carries it as `cpu_shares` (`compose_cpu_shares`), Kubernetes as the CPU request's share."""
+    in_containers: bool = True
+    """False for a service only `eloquence up` runs: compose and Kubernetes have LiveKit instead."""
 
     @property
     def compose_cpu_shares(self) -> int:
@@ -117,11 +119,17 @@ PLAYGROUND = ServiceDefinition(
     default_port=8005,
     url_env="PLAYGROUND_URL",
     port_env="PLAYGROUND_PORT",
+    # in a deployment the page joins a LiveKit room and the agent workers serve it
+    in_containers=False,
 )
 
 ALL_SERVICES: dict[str, ServiceDefinition] = {
-    s.name: s for s in (WHISPER_STT, AZURE_TTS, LOCAL_LLM, API, AGENT)
+    s.name: s for s in (WHISPER_STT, AZURE_TTS, LOCAL_LLM, PLAYGROUND, API, AGENT)
 }
+CONTAINER_SERVICES: dict[str, ServiceDefinition] = {
+    name: s for name, s in ALL_SERVICES.items() if s.in_containers
+}
+"""What docker-compose.yml and deploy/kubernetes run."""
 
 
 class ServiceStartError(RuntimeError):

@@ -5,6 +5,7 @@ Each stage has one key. The bench uses it as is (`bench.json`: `stages.<key>`,
 with a unit, `<key>_ms`. The value comes from livekit-agents' per-message metrics
 (`ChatMessage.metrics[metric]`, in seconds) on the user's or the agent's message. Under
 `eloquence talk` and the bench, `e2e` is the harness's own t0 → t1 instead (eloquence/wav_io.py).
+`CLIENT_STAGES` are measured by a client outside the session (the browser's e2e), bench only.
 """
 
 from __future__ import annotations
@@ -37,6 +38,21 @@ STAGES: tuple[Stage, ...] = (
     Stage("e2e", "e2e_latency", "assistant", "end of speech → first audio"),
 )
 STAGE_KEYS: tuple[str, ...] = tuple(stage.key for stage in STAGES)
+
+
+@dataclass(frozen=True)
+class ClientStage:
+    """A stage a client measures itself: no session metric carries it, so `talk` and the client
+    `metrics` message leave it out; the bench records it beside the stages above."""
+
+    key: str
+    label: str
+
+
+BROWSER_E2E = ClientStage("browser_e2e", "browser: end of speech → first reply audio at the page")
+"""The playground page's own clock, in headless Chromium (eloquence/playground/browser.py): what a
+person at the page waits. The bench runs one such turn when a Chromium is installed."""
+CLIENT_STAGES: tuple[ClientStage, ...] = (BROWSER_E2E,)
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,8 @@ class Utterance:
     id: str
     text: str
     kind: str
-    """`question`, or `paused` (a pause inside the sentence)."""
+    """`question`, `paused` (a pause inside the sentence), or `unpaused` (a paused one's sentence
+    in the same voice, said without the pause: the WER and e2e a pause should not change)."""
     samples: np.ndarray
     """float32 mono at SAMPLE_RATE."""
     pause_ms: int = 0
@@ -322,6 +323,26 @@ def _paused(
     )
 
 
+def _unpaused(
+    index: int,
+    first: str,
+    second: str,
+    voice: Voice = FIXTURE_VOICE,
+    *,
+    prefix: str = "u",
+    heldout: bool = False,
+) -> Utterance:
+    text = f"{first} {second}"
+    return Utterance(
+        id=f"{prefix}{index:02d}",
+        text=text,
+        kind="unpaused",
+        samples=np.concatenate([_lead_in(), _synthesize(text, voice)]),
+        voice=voice.label,
+        heldout=heldout,
+    )
+
+
 def _cache_key() -> str:
     spec = json.dumps(
         {
@@ -329,6 +350,7 @@ def _cache_key() -> str:
             "paused": PAUSED,
             "voice_questions": VOICE_QUESTIONS,
             "heldout": [HELDOUT_QUESTIONS, HELDOUT_PAUSED],
+            "unpaused": True,
             **synthesis_settings(),
         },
         sort_keys=True,
@@ -350,6 +372,10 @@ def _voiced_sets() -> list[Utterance]:
     out += [
         _paused(i, a, b, ms, voice(i + 2), prefix="hp", heldout=True)
         for i, (a, b, ms) in enumerate(HELDOUT_PAUSED)
+    ]
+    out += [
+        _unpaused(i, a, b, voice(i + 2), prefix="hu", heldout=True)
+        for i, (a, b, _) in enumerate(HELDOUT_PAUSED)
     ]
     return out
 
@@ -382,6 +408,7 @@ def build_corpus(cache_root: Path | str = ".eloquence/bench") -> list[Utterance]
 
     utterances = [_question(i, t) for i, t in enumerate(QUESTIONS)]
     utterances += [_paused(i, a, b, ms) for i, (a, b, ms) in enumerate(PAUSED)]
+    utterances += [_unpaused(i, a, b) for i, (a, b, _) in enumerate(PAUSED)]
     utterances += _voiced_sets()
     cache.mkdir(parents=True, exist_ok=True)
     for u in utterances:
@@ -398,12 +425,16 @@ def select(
     paused: int | None = None,
     heldout: bool | None = None,
 ) -> list[Utterance]:
-    """The first `questions` questions and `paused` paused utterances (None: all of that kind);
-    `heldout`: only the held-out ones (True), only the tuning ones (False), or both (None)."""
+    """The first `questions` questions and `paused` paused utterances (None: all of that kind), each
+    paused one followed by its `unpaused` twin; `heldout`: only the held-out ones (True), only the
+    tuning ones (False), or both (None)."""
     pool = [u for u in utterances if heldout is None or u.heldout == heldout]
     qs = [u for u in pool if u.kind == "question"]
     ps = [u for u in pool if u.kind == "paused"]
-    return qs[: len(qs) if questions is None else questions] + ps[: len(ps) if paused is None else paused]
+    twins = {(u.text, u.voice): u for u in pool if u.kind == "unpaused"}
+    chosen = ps[: len(ps) if paused is None else paused]
+    pairs = [v for p in chosen for v in (p, twins.get((p.text, p.voice))) if v is not None]
+    return qs[: len(qs) if questions is None else questions] + pairs
 
 
 def build_french_corpus(cache_root: Path | str = ".eloquence/bench") -> list[Utterance]:

@@ -8,6 +8,8 @@ bench.json keys (all times in milliseconds):
 - `turns[]`: every stack turn with `stages.<stage>` (ms from its start event), `timeline`,
   transcript, `wer`, reply and `false_endpoint` for paused utterances;
 - `quality`: mean WER, false-endpoint count and rate (next to `stages.e2e`);
+- `browser`: one turn through the playground page in headless Chromium (`status`, `e2e_ms`,
+  transcript, reply, screenshot), its e2e also as `stages.browser_e2e`; `skipped` with no Chromium;
 - `french`: the same for French turns (`stages`, `turns`, `quality`, `utterances`): e2e beside English;
 - `sidecar_loop`: the same turn straight through the sidecars' protocols (`stages`, `turns`);
 - `baselines.raw.<stage>`: the engines called directly, with `samples_ms` (every measurement);
@@ -31,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from eloquence.stages import STAGE_KEYS, STAGES, TIMELINE, TIMELINE_KEYS
+from eloquence.stages import CLIENT_STAGES, STAGE_KEYS, STAGES, TIMELINE, TIMELINE_KEYS
 
 STACK_STAGES = STAGE_KEYS
 """The stages of a stack turn (the keys of `stages` and `turns[].stages`), as `eloquence talk` names them."""
 STAGE_LABELS = {
     **{stage.key: stage.label for stage in STAGES},
+    **{stage.key: stage.label for stage in CLIENT_STAGES},
     # measured by the bench alone (sidecar loop, raw engines)
     "stt_flush_to_final": "STT: flush → final",
     "stt_transcribe": "STT: transcribe (raw)",
@@ -310,6 +313,16 @@ def markdown(result: dict[str, Any]) -> str:
             ),
             "",
         ]
+        split = q.get("paused_vs_unpaused", {})
+        if split.get("paused", {}).get("n"):
+            lines += _table(
+                "The same sentences with and without a pause inside",
+                ["", "n", "WER (pipeline)", "WER (one raw pass)", "e2e p50 ms"],
+                [
+                    [kind, v.get("n"), v.get("wer"), v.get("raw_one_pass_wer"), v.get("e2e_p50_ms")]
+                    for kind, v in split.items()
+                ],
+            )
     elif result.get("stack_status"):
         lines += [f"Stack turns: {result['stack_status']}", ""]
     french = result.get("french", {})

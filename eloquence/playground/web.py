@@ -10,14 +10,17 @@
 Every `/playground/api/*` call is authenticated as the rest of the API is (eloquence/auth.py:
 an API key or a user JWT as `Authorization: Bearer`, or nothing with ELOQUENCE_API_AUTH=none).
 The page reads the key from its own URL (`/playground?token=<key>`, the URL `eloquence up`
-prints), as Jupyter does. The page itself holds no secret and loads without one. In LiveKit mode
-the page asks `/api/livekit/token` for a room token and joins the room with livekit-client.
+prints), as Jupyter does; the API's access log shows it as `<redacted>`. The page itself holds no
+secret and loads without one. In LiveKit mode the page asks `/api/livekit/token` for a room token
+and joins the room with livekit-client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -45,6 +48,25 @@ def playground_url(api_url: str, api_key: str | None = None) -> str:
     """The URL a person opens: `<api>/playground`, with `?token=<key>` when the API needs one."""
     url = api_url.rstrip("/") + PAGE_PATH
     return url + "?token=" + quote(api_key, safe="") if api_key else url
+
+
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+class _RedactUrlToken(logging.Filter):
+    """aiohttp's access log writes the request line, query included: never the page's `?token=`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = _TOKEN_IN_URL.sub(r"\1<redacted>", message), ()
+        return True
+
+
+def _redact_access_log() -> None:
+    access = logging.getLogger("aiohttp.access")
+    if not any(isinstance(f, _RedactUrlToken) for f in access.filters):
+        access.addFilter(_RedactUrlToken())
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -193,6 +215,7 @@ def add_playground_routes(
 ) -> None:
     """Serve the playground page and its signalling on the API application `app`."""
     settings = settings or AppSettings()
+    _redact_access_log()
     app[_SETTINGS_KEY] = playground or PlaygroundSettings()
     app[_APP_SETTINGS_KEY] = settings
     app[_AUTH_KEY] = Authenticator.from_settings(settings)

@@ -1,7 +1,8 @@
 """`eloquence up`, `status` and `down`.
 
 - `up`: starts the whole stack, waits for each /health with progress, and records pids and ports
-  in `<state dir>/stack.json` (`state.py`) so that `status` and `down` work from another shell.
+  in `<state dir>/stack.json` (`state.py`) so that `status` and `down` work from another shell;
+  then prints the browser playground's URL (`?token=<API key>`) on the terminal.
 - `status` / `down`: read that file.
 """
 
@@ -23,7 +24,16 @@ from rich.console import Console
 from rich.table import Table
 
 from ..keys import ensure_stack_keys
-from ..services import AGENT, ALL_SERVICES, ServiceProcess, ServiceStartError, check_health, port_in_use
+from ..services import (
+    AGENT,
+    ALL_SERVICES,
+    API,
+    PLAYGROUND,
+    ServiceProcess,
+    ServiceStartError,
+    check_health,
+    port_in_use,
+)
 from ..settings import AppSettings
 from .launch import launch
 from .processes import STOP_TIMEOUT_S, process_running, stop_group
@@ -52,6 +62,8 @@ class _LocalStack:
     """ELOQUENCE_API_KEYS and SIDECAR_API_KEY for the processes (eloquence/keys.py)."""
     language_env: dict[str, str] = field(default_factory=dict)
     """The sessions' default language for every process (`language_environment`)."""
+    playground_token: str | None = field(default=None, repr=False)
+    """The API key the playground URL carries (`?token=`); None when the API needs none."""
 
     @property
     def local(self) -> list[ServiceTarget]:
@@ -103,7 +115,8 @@ def _select(only: Sequence[str] | None, settings: AppSettings, console: Console)
             console.print(f"[red]agent: cannot start: {note}")
             return None
         console.print(
-            f"[yellow]agent: skipped, {note}; start LiveKit (docker compose up livekit) and run up again"
+            f"[yellow]agent: skipped, {note}; start LiveKit (docker compose up livekit) and run up again "
+            "(the browser playground needs neither)"
         )
         names.remove(AGENT.name)
     return names
@@ -188,6 +201,19 @@ def _print_summary(console: Console, stack: _LocalStack) -> None:
     console.print(table)
 
 
+def _print_playground_url(console: Console, stack: _LocalStack) -> None:
+    """The page's URL on a plain line of its own (a table may wrap it), on the terminal only."""
+    api, host = stack.processes.get(API.name), stack.processes.get(PLAYGROUND.name)
+    if api is None or host is None:
+        return
+    from ..playground.web import playground_url
+
+    url = playground_url(api.url, stack.playground_token)
+    note = " (the link carries the API key: keep it to yourself)" if stack.playground_token else ""
+    console.print(f"Talk to the coach in a browser{note}:")
+    console.print(url, markup=False, highlight=False, soft_wrap=True)
+
+
 def _supervise(procs: Mapping[str, ServiceProcess], console: Console) -> NoReturn:
     """Wait for Ctrl-C or `down`, saying once when a service dies (`status` shows it as down)."""
     reported: set[str] = set()
@@ -207,6 +233,7 @@ def _run(stack: _LocalStack, *, detach: bool, console: Console) -> int:
         stack.stop()
         return 1
     _print_summary(console, stack)
+    _print_playground_url(console, stack)
     if detach:
         stack.detach()
         console.print("Running in the background: `eloquence status`, `eloquence down`.")
@@ -266,6 +293,7 @@ def up(args: argparse.Namespace) -> int:
         StackFile(path, log_dir, supervisor_pid=os.getpid()),
         keys_env=keys.environment(),
         language_env=language_env,
+        playground_token=None if settings.api_auth.strip().lower() == "none" else keys.api_key,
     )
     if language_env.get("ELOQUENCE_LANGUAGE", "en") != "en":
         console.print(f"Sessions speak {language_env['ELOQUENCE_LANGUAGE']} unless a client asks otherwise.")

@@ -1,8 +1,9 @@
 """Where each service of the local stack answers, and whether this machine may start it.
 
 Ports: each service listens where its URL setting points (`WHISPER_STT_URL`, `AZURE_TTS_URL`,
-`LOCAL_LLM_URL`), or on `WHISPER_STT_PORT` / `AZURE_TTS_PORT` / `LOCAL_LLM_PORT` / `API_PORT` /
-`AGENT_HEALTH_PORT` when set. The processes the stack starts get the resulting URLs in their environment.
+`LOCAL_LLM_URL`), or on `WHISPER_STT_PORT` / `AZURE_TTS_PORT` / `LOCAL_LLM_PORT` / `PLAYGROUND_PORT` /
+`API_PORT` / `AGENT_HEALTH_PORT` when set. The processes the stack starts get the resulting URLs in their
+environment (the API finds the playground's session host through `PLAYGROUND_URL`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..services import (
     API,
     AZURE_TTS,
     LOCAL_LLM,
+    PLAYGROUND,
     WHISPER_STT,
     ServiceDefinition,
     ServiceProcess,
@@ -30,8 +32,8 @@ from ..settings import AppSettings
 if TYPE_CHECKING:
     from providers.endpoints import MistralEndpoint
 
-STACK_ORDER = (WHISPER_STT.name, AZURE_TTS.name, LOCAL_LLM.name, API.name, AGENT.name)
-"""Start order: the API and the agent come after the services they call."""
+STACK_ORDER = (WHISPER_STT.name, AZURE_TTS.name, LOCAL_LLM.name, PLAYGROUND.name, API.name, AGENT.name)
+"""Start order: the playground's session host, the API and the agent come after the services they call."""
 FIRST_WAVE = (WHISPER_STT.name, AZURE_TTS.name, LOCAL_LLM.name)
 """The services nothing else of the stack needs at start-up: started together, first."""
 _URL_SETTINGS = {
@@ -148,6 +150,11 @@ def _configured_target(
     if definition.name == AGENT.name:
         port = settings.agent_health_port
         return ServiceTarget(definition, definition.url(port), on_loopback=True, setting="AGENT_HEALTH_PORT")
+    if definition.name == PLAYGROUND.name:
+        from ..playground.settings import PlaygroundSettings
+
+        port = PlaygroundSettings().host_port  # PLAYGROUND_PORT, from a .env too
+        return ServiceTarget(definition, definition.url(port), on_loopback=True, setting="PLAYGROUND_PORT")
     url = str(getattr(settings, _URL_SETTINGS[definition.name])).rstrip("/")
     host = urlsplit(url).hostname or ""
     return ServiceTarget(definition, url, on_loopback=is_loopback(host), setting=str(definition.url_env))

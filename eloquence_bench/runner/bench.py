@@ -2,7 +2,8 @@
 
 Phases run one after another, never overlapping, so that no phase steals CPU from another:
 1. start fresh whisper-stt, azure-tts (Piper) and local LLM processes on free loopback ports;
-2. stack turns: every utterance through `run_talk_turn` (a real AgentSession);
+2. stack turns: every utterance through `run_talk_turn` (a real AgentSession), then one turn
+   through the browser playground when a Chromium is installed (`browser_turn.py`);
 3. the sidecar loop at 1, 4 and 10 simultaneous sessions (CPU and RSS per service), and the soak;
 4. the raw engines on the same inputs (in this process, while the services sit idle);
 5. the TTS sidecar on the TTS texts (time to first audio), for the TTS comparisons;
@@ -17,7 +18,7 @@ import datetime as dt
 import os
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,20 @@ class Bench:
             "quality": quality_summary(turns),
         }
 
+    async def browser_phase(self, utterance: Utterance, urls: dict[str, str], log_dir: Path) -> None:
+        """One turn through the playground page in headless Chromium (`browser_turn.py`), when present."""
+        from eloquence.stages import BROWSER_E2E
+
+        from .browser_turn import browser_turn
+
+        self.result["browser"] = {"status": "failed"}  # replaced unless the phase raises
+        record = await browser_turn(
+            utterance, urls=urls, out_dir=self.opts.out, work_dir=self.opts.work_dir, log_dir=log_dir
+        )
+        self.result["browser"] = record
+        if record.get("e2e_ms") is not None:
+            self.result.setdefault("stages", {})[BROWSER_E2E.key] = rep.summarize([record["e2e_ms"]])
+
     async def concurrency_phase(
         self, questions: list[Utterance], urls: dict[str, str], pids: dict[str, int], llm: Any
     ) -> None:
@@ -270,7 +285,12 @@ class Bench:
         self.progress.advance(task)
 
     async def raw_phase(
-        self, questions: list[Utterance], texts: list[str], config: EngineConfig, llm: Any
+        self,
+        questions: list[Utterance],
+        texts: list[str],
+        config: EngineConfig,
+        llm: Any,
+        whole_files: Sequence[Utterance] = (),
     ) -> None:
         import numpy as np
 
@@ -288,6 +308,12 @@ class Bench:
             stt.append(ms)
             wers.append(wer(u.text, text))
             self.progress.advance(task)
+        # one pass over each whole paused file (pause included) and its unpaused twin: the WER the
+        # pipeline's paused turns are held to
+        one_pass: dict[str, list[tuple[str, str]]] = {"paused": [], "unpaused": []}
+        for u in whole_files:
+            text, _ = await whisper.transcribe(np.concatenate([u.samples, tail]))
+            one_pass[u.kind].append((u.text, text))
         ttft, sentence = [], []
         await llm.stream(llm_messages(questions[0].text), until_first_sentence=True)  # warm-up
         for u in questions:
@@ -325,6 +351,11 @@ class Bench:
             },
         }
         self.result.setdefault("baselines", {})["raw"] = raw
+        split = self.result.get("quality", {}).get("paused_vs_unpaused")
+        for kind, pairs in one_pass.items():
+            if split is not None and pairs:
+                refs, hyps = zip(*pairs, strict=True)
+                split[kind]["raw_one_pass_wer"] = wer(" ".join(refs), " ".join(hyps))
 
     async def tts_sidecar_phase(self, texts: list[str], urls: dict[str, str]) -> None:
         import aiohttp
@@ -426,12 +457,14 @@ class Bench:
             }
             await self._phase("stack turns", self.stack_phase(stack_utts, warmup, urls))
             await self._phase("French turns", self.french_phase(urls))
+            await self._phase("browser turn", self.browser_phase(questions[0], urls, log_dir))
             if opts.agent_levels:
                 await self._phase("agent sessions", self.agent_sessions_phase(stack_utts, urls, log_dir))
             if opts.soak_minutes > 0:
                 await self._phase("session soak", self.session_soak_phase(stack_utts, urls, pids, log_dir))
             await self._phase("concurrency", self.concurrency_phase(questions, urls, pids, llm))
-            await self._phase("raw engines", self.raw_phase(questions, texts, config, llm))
+            whole = [u for u in stack_utts if u.kind in ("paused", "unpaused")]
+            await self._phase("raw engines", self.raw_phase(questions, texts, config, llm, whole))
             await self._phase("tts sidecar", self.tts_sidecar_phase(texts, urls))
             if opts.peers:
                 await self._phase("peers", self.peers_phase(questions, texts, warmup, config, urls, log_dir))

@@ -18,7 +18,7 @@ from eloquence.stages import STAGES
 from ..corpus import Utterance
 from ..pacing import PacingError
 from ..quality import wer
-from ..report import mean
+from ..report import mean, summarize
 
 # one 20 ms frame: a stalled event loop that then hands over a burst of frames is not real time
 PACING_TOLERANCE_MS = 20.0
@@ -114,4 +114,18 @@ def quality_summary(turns: list[dict[str, Any]]) -> dict[str, Any]:
             "on_questions": sum(1 for t in ok if t["kind"] == "question" and t.get("false_endpoint")),
         },
         "errors": len(turns) - len(ok),
+        # the same sentences with and without a pause inside (a pause must not change them)
+        "paused_vs_unpaused": {kind: _kind_summary(ok, kind) for kind in ("paused", "unpaused")},
+    }
+
+
+def _kind_summary(turns: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    chosen = [t for t in turns if t["kind"] == kind and "wer" in t]
+    return {
+        "n": len(chosen),
+        "wer_mean": mean(t["wer"] for t in chosen),
+        "wer": wer(" ".join(t["text"] for t in chosen), " ".join(t["transcript"] for t in chosen))
+        if chosen
+        else None,
+        "e2e_p50_ms": summarize([t["stages"].get("e2e") for t in chosen])["p50_ms"],
     }

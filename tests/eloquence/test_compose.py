@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from eloquence.services import ALL_SERVICES, LOCAL_LLM, ServiceDefinition
+from eloquence.services import ALL_SERVICES, CONTAINER_SERVICES, LOCAL_LLM, ServiceDefinition
 from eloquence.settings import AppSettings
 
 _SETTINGS_ENV = {
@@ -121,7 +121,7 @@ def test_compose_refuses_to_start_without_livekit_keys(tmp_path: Path) -> None:
     assert "LIVEKIT_API_KEY" in result.stderr or "LIVEKIT_API_SECRET" in result.stderr
 
 
-@pytest.mark.parametrize("name", sorted(ALL_SERVICES))
+@pytest.mark.parametrize("name", sorted(CONTAINER_SERVICES))
 def test_compose_runs_the_service_definition_command(resolved: dict[str, Any], name: str) -> None:
     assert resolved["services"][name]["command"] == ALL_SERVICES[name].container_command()
 
@@ -131,7 +131,7 @@ def _container_port(definition: ServiceDefinition) -> int:
     return int(command[command.index("--port") + 1])
 
 
-@pytest.mark.parametrize("name", sorted(ALL_SERVICES))
+@pytest.mark.parametrize("name", sorted(CONTAINER_SERVICES))
 def test_healthcheck_probes_the_port_the_command_listens_on(resolved: dict[str, Any], name: str) -> None:
     definition = ALL_SERVICES[name]
     service = resolved["services"][name]
@@ -320,7 +320,7 @@ def test_with_mistral_configured_the_local_llm_is_the_fallback(resolved: dict[st
 
 
 def test_the_compose_services_are_named_as_the_service_definitions(resolved: dict[str, Any]) -> None:
-    assert set(ALL_SERVICES) <= set(resolved["services"])
+    assert set(CONTAINER_SERVICES) <= set(resolved["services"])
 
 
 def test_every_required_variable_has_a_value_in_env_example() -> None:

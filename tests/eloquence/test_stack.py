@@ -1,7 +1,8 @@
 """`eloquence up / status / down` as a user runs them: real CLI subprocesses, real services on loopback.
 
 Each test gets its own state dir and free ports (`*_PORT`), and runs from a temp directory so no
-stray `.env` applies. LIVEKIT_URL points at a closed port, so `up` skips the agent worker.
+stray `.env` applies. LIVEKIT_URL points at a closed port, so `up` skips the agent worker (and
+still starts the browser playground's session host, which needs no LiveKit).
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from eloquence.keys import client_api_key
 from eloquence.services import check_health, free_port, port_in_use
 from eloquence.settings import AppSettings
 from eloquence.stack import ServiceUnavailableError, ensure_services, group_members
@@ -41,6 +45,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
             "WHISPER_STT_PORT": str(free_port()),
             "AZURE_TTS_PORT": str(free_port()),
             "LOCAL_LLM_PORT": str(free_port()),
+            "PLAYGROUND_PORT": str(free_port()),
             "API_PORT": str(free_port()),
             "AGENT_HEALTH_PORT": str(free_port()),
             "LIVEKIT_URL": f"ws://127.0.0.1:{free_port()}",  # nothing listens: no agent worker
@@ -75,9 +80,34 @@ def status_rows(stdout: str) -> dict[str, str]:
     rows = {}
     for line in stdout.splitlines():
         cells = [c.strip() for c in line.split("│")]
-        if len(cells) > 3 and cells[1] in (*SIDECARS, "api", "agent"):
+        if len(cells) > 3 and cells[1] in (*SIDECARS, "playground", "api", "agent"):
             rows[cells[1]] = cells[2]
     return rows
+
+
+def assert_playground_url(stdout: str, env: dict[str, str]) -> None:
+    """`up` printed the page's URL on a line of its own, with the API key; it serves the page,
+    the key it carries opens the page's API, and no log holds the key."""
+    urls = re.findall(r"^(http://\S+/playground\S*)$", stdout, flags=re.MULTILINE)
+    assert len(urls) == 1, stdout
+    url = urls[0]
+    assert url.startswith(f"http://127.0.0.1:{env['API_PORT']}/playground?token="), url
+    key = url.partition("?token=")[2]
+    assert key == client_api_key(AppSettings(ELOQUENCE_STATE_DIR=env["ELOQUENCE_STATE_DIR"]), environ=env)
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        page = resp.read().decode()
+    assert resp.status == 200
+    assert re.search(r"<button\b[^>]*>[^<]*Start", page), page[:500]
+    config = urllib.request.Request(
+        f"http://127.0.0.1:{env['API_PORT']}/playground/api/config",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    with urllib.request.urlopen(config, timeout=10) as resp:
+        assert json.loads(resp.read())["mode"] == "local"  # the session host answers
+    logs = Path(env["ELOQUENCE_STATE_DIR"]) / "logs"
+    api_log = (logs / "api.log").read_text(errors="replace")
+    assert "GET /playground?token=<redacted>" in api_log  # the access log saw the request...
+    assert not [p.name for p in logs.glob("*.log") if key in p.read_text(errors="replace")]  # ...not the key
 
 
 def recorded_groups(env: dict[str, str]) -> list[int]:
@@ -119,14 +149,16 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 def test_up_detach_status_kill_and_down(stack: dict[str, str], tmp_path: Path) -> None:
     env = stack
-    ports = [int(env[k]) for k in ("WHISPER_STT_PORT", "AZURE_TTS_PORT", "LOCAL_LLM_PORT", "API_PORT")]
+    port_vars = ("WHISPER_STT_PORT", "AZURE_TTS_PORT", "LOCAL_LLM_PORT", "PLAYGROUND_PORT", "API_PORT")
+    ports = [int(env[k]) for k in port_vars]
 
     up = eloquence("up", "--detach", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "agent: skipped" in up.stdout and "LiveKit is not reachable" in up.stdout
 
     state = read_state(env)
-    assert list(state["services"]) == [*SIDECARS, "api"]
+    # without LiveKit the agent is skipped, but the browser playground's session host runs
+    assert list(state["services"]) == [*SIDECARS, "playground", "api"]
     log_dir = Path(env["ELOQUENCE_STATE_DIR"]) / "logs"
     for name, rec in state["services"].items():
         assert rec["url"] == f"http://127.0.0.1:{rec['port']}"
@@ -134,13 +166,15 @@ def test_up_detach_status_kill_and_down(stack: dict[str, str], tmp_path: Path) -
         assert check_health(rec["health_url"])[0], name
         assert Path(rec["log"]) == log_dir / f"{name}.log" and Path(rec["log"]).stat().st_size > 0
 
+    assert_playground_url(up.stdout, env)
+
     # A second `up` refuses rather than fighting over the ports.
     again = eloquence("up", "--detach", env=env, cwd=tmp_path)
     assert again.returncode == 1 and "still running" in again.stdout
 
     status = eloquence("status", env=env, cwd=tmp_path)
     assert status.returncode == 0, status.stdout
-    assert status_rows(status.stdout) == {n: "healthy" for n in (*SIDECARS, "api")}
+    assert status_rows(status.stdout) == {n: "healthy" for n in (*SIDECARS, "playground", "api")}
 
     # `talk` finds the running stack through the same settings and starts nothing.
     talk = eloquence(
@@ -167,7 +201,7 @@ def test_up_detach_status_kill_and_down(stack: dict[str, str], tmp_path: Path) -
     assert status.returncode == 1
     rows = status_rows(status.stdout)
     assert rows["whisper-stt"].startswith("down")
-    assert all(rows[n] == "healthy" for n in ("azure-tts", "local-llm", "api"))
+    assert all(rows[n] == "healthy" for n in ("azure-tts", "local-llm", "playground", "api"))
     api_health = json.loads(check_health(state["services"]["api"]["health_url"])[1])
     assert api_health["status"] == "degraded"
     assert "whisper-stt" in json.dumps(api_health)
@@ -176,6 +210,7 @@ def test_up_detach_status_kill_and_down(stack: dict[str, str], tmp_path: Path) -
     down = eloquence("down", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stdout
     assert "whisper-stt: was not running" in down.stdout
+    assert f"playground: stopped (pid {state['services']['playground']['pid']})" in down.stdout
     assert_no_process_left(groups, ports)
     assert not (Path(env["ELOQUENCE_STATE_DIR"]) / "stack.json").exists()
     status = eloquence("status", env=env, cwd=tmp_path)

@@ -109,6 +109,7 @@ def bare_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             "WHISPER_STT_PORT": str(free_port()),
             "AZURE_TTS_PORT": str(free_port()),
             "LOCAL_LLM_PORT": str(free_port()),
+            "PLAYGROUND_PORT": str(free_port()),
             "API_PORT": str(free_port()),
             "AGENT_HEALTH_PORT": str(free_port()),
             "LIVEKIT_URL": f"ws://127.0.0.1:{free_port()}",
