@@ -268,7 +268,7 @@ async def test_health_reports_livekit_up_and_every_sidecar_down(api_url: str) ->
     assert status == 200
     assert body["status"] == "degraded"
     assert body["livekit"]["reachable"] is True
-    assert set(body["services"]) == {"whisper-stt", "azure-tts", "llm"}
+    assert set(body["services"]) == {"whisper-stt", "azure-tts", "local-llm"}
     assert all(s["healthy"] is False and s["error"] for s in body["services"].values())
 
 

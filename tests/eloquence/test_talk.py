@@ -261,6 +261,6 @@ async def test_api_health_reports_every_sidecar_up(stack: dict[str, str], servic
     assert {name: s["healthy"] for name, s in body["services"].items()} == {
         "whisper-stt": True,
         "azure-tts": True,
-        "llm": True,
+        "local-llm": True,
     }
     assert body["services"]["whisper-stt"]["detail"]["ready"] is True
