@@ -49,7 +49,7 @@ class ClientStage:
     label: str
 
 
-BROWSER_E2E = ClientStage("browser_e2e", "browser: end of speech → first reply audio at the page")
+BROWSER_E2E = ClientStage("browser_e2e", "browser: end of speech → first audio heard")
 """The playground page's own clock, in headless Chromium (eloquence/playground/browser.py): what a
 person at the page waits. The bench runs one such turn when a Chromium is installed."""
 CLIENT_STAGES: tuple[ClientStage, ...] = (BROWSER_E2E,)

@@ -17,14 +17,16 @@ from livekit.agents import llm
 from livekit.agents.language import LanguageCode
 
 # Words a sentence does not end on: articles, possessives, prepositions, conjunctions,
-# subject pronouns, auxiliaries and fillers. A transcript ending on one is mid-sentence.
+# subject pronouns, auxiliaries, fillers and the adverbs that lead into a verb ("I usually ...").
+# A transcript ending on one is mid-sentence.
 _DANGLING_WORDS: dict[str, frozenset[str]] = {
     "en": frozenset(
         """a an the my your his her our their its this these those to of in on at for with about
         from into onto by as and or but so because if when while that than then whether i i'm i'd i'll
         i've we he she they it's is are am was were be been being have has had do does did
         can could would should will shall might must may very really quite more most some any
-        every what how which who whom whose where why um uh er like""".split()
+        every what how which who whom whose where why um uh er like usually always sometimes just also
+        even""".split()
     ),
     "fr": frozenset(
         """le la les l' un une des du de d' mon ma mes ton ta tes son sa ses notre nos votre vos leur

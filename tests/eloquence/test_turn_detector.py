@@ -20,6 +20,7 @@ def test_a_finished_sentence_is_a_likely_end_of_turn(text: str) -> None:
         ("I would like some help with", "en"),
         ("I would like some help with my.", "en"),  # Whisper often closes a fragment with a period
         ("When I speak in meetings I usually...", "en"),
+        ("When I speak in meetings I usually.", "en"),  # a lead-in adverb, closed by Whisper
         ("My biggest problem is that,", "en"),
         ("My biggest problem is that", "en"),
         ("Je voudrais de l'aide avec", "fr"),

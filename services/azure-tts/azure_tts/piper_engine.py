@@ -131,6 +131,11 @@ def _load_voice(path: Path, threads: int) -> PiperVoice:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Every sentence has its own input length, and ONNX Runtime keeps a memory pattern per input shape
+    # (and an arena that never shrinks): RSS grew without bound, 387 -> 836 MiB over 120 sentences.
+    # Without both it stays near 215-390 MiB, and synthesis is no slower.
+    options.enable_mem_pattern = False
+    options.enable_cpu_mem_arena = False
     with open(config_path, encoding="utf-8") as f:
         config = PiperConfig.from_dict(json.load(f))
     session = onnxruntime.InferenceSession(
