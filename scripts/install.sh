@@ -9,6 +9,7 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # the TLS proxy test runs docker/caddy/Caddyfile; the Kubernetes test renders with kubectl's kustomize
