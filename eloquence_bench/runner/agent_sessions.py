@@ -156,6 +156,8 @@ async def _session(args: argparse.Namespace) -> int:
                     "timeline": report.timeline,
                     "false_endpoints": report.false_endpoints,
                     "reply_audio_s": report.reply_audio_s,
+                    # a stalled event loop (an overloaded process) hands frames over in a burst
+                    "pacing_max_early_ms": report.pacing_max_early_ms,
                     "error": None if report.reply else "no reply",
                 }
             print(json.dumps(line), flush=True)

@@ -126,4 +126,4 @@ def test_talk_succeeds_with_loopback_only(tmp_path: Path) -> None:
     assert report["reply"].strip(), report
     assert out_wav.stat().st_size > 44 + 16000  # more than a header: real reply audio
     log_dir = tmp_path / "state" / "logs"
-    assert {p.name for p in log_dir.iterdir()} >= {"whisper-stt.log", "azure-tts.log", "llm.log"}
+    assert {p.name for p in log_dir.iterdir()} >= {"whisper-stt.log", "azure-tts.log", "local-llm.log"}

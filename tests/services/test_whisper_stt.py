@@ -394,7 +394,7 @@ async def test_stream_bad_frames_get_error_events_and_the_stream_goes_on(whisper
     ("query", "code"),
     [
         ("language=xx", "unsupported_language"),
-        ("language=fr", "unsupported_language"),
+        ("language=de", "unsupported_language"),
         ("sample_rate=abc", "invalid_request"),
         ("sample_rate=1000000", "invalid_request"),
     ],

@@ -314,10 +314,14 @@ class StreamSession:
         )
 
     async def _speculative_pass(self, audio: np.ndarray) -> Transcript | None:
-        """A final's pass before the final; None when the queue shed it."""
+        """A final's pass before the final; None when the queue shed it or it failed (the final then
+        runs a pass of its own, whose failure is the stream's)."""
         try:
             return await self._transcribe(audio, Priority.SPECULATIVE)
         except InterimShed:
+            return None
+        except Exception:
+            logger.exception("%s: speculative pass failed", self.stream_id)
             return None
 
     async def _final_event(

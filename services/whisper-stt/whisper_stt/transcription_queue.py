@@ -98,7 +98,7 @@ class TranscriptionQueue:
     async def run(self, fn: Callable[[], T], *, priority: Priority, stream_id: str | None = None) -> T:
         """Run blocking `fn` in the pool once admitted; raises Overloaded or InterimShed."""
         future = self._admit(fn, priority, stream_id)
-        return await future  # type: ignore[no-any-return]
+        return await future
 
     def _admit(self, fn: Callable[[], Any], priority: Priority, stream_id: str | None) -> asyncio.Future[Any]:
         # Jobs that an idle worker is about to take do not count as waiting.
@@ -180,10 +180,6 @@ class TranscriptionQueue:
         if self._running_interims >= self._interim_slots:
             return False
         # An interim would share the cores with a running final and slow it down.
-        import os  # H16-TEMP
-
-        if os.environ.get("H16_GATE", "1") == "0":  # H16-TEMP
-            return True  # H16-TEMP
         return top == Priority.SPECULATIVE or self._running_finals == 0
 
     async def _work(self) -> None:
