@@ -44,6 +44,7 @@ from providers.endpoints import (
     resolve_mistral_endpoint,
 )
 from providers.fallback import build_llm, build_stt, build_tts
+from providers.stt import TurnRevisions
 
 from .agent_metrics import record_rate_limited, track_session
 from .client_messages import ClientMessages
@@ -90,6 +91,8 @@ class CoachAgent(RateLimitedNodes, RecoveringLLMNode, Agent):
         self.greeting_handle: SpeechHandle | None = None
         self.timeline: TurnTimeline | None = None
         """Set by `eloquence talk` and the bench: the nodes mark the turn's instants on it."""
+        self.turn_revisions = TurnRevisions()
+        """A sentence a pause had split, transcribed again as one piece by the STT: the user's message."""
 
     async def llm_node(
         self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
@@ -134,6 +137,20 @@ class CoachAgent(RateLimitedNodes, RecoveringLLMNode, Agent):
                     first_frame = False
                     timeline.mark("tts_first_audio")
                 yield frame
+
+    async def stt_node(
+        self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
+    ) -> AsyncIterator[stt.SpeechEvent]:
+        async with _closing(super().stt_node(audio, model_settings)) as events:
+            async for event in events:
+                self.turn_revisions.observe(event)
+                yield event
+
+    async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
+        text = new_message.text_content or ""
+        if (whole := self.turn_revisions.revise(text)) != text:
+            new_message.content = [whole]
+        await super().on_user_turn_completed(turn_ctx, new_message)
 
     async def on_enter(self) -> None:
         # the greeting is a fixed sentence: said, not generated, so it costs no LLM call
