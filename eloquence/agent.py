@@ -44,7 +44,7 @@ from providers.endpoints import (
     resolve_mistral_endpoint,
 )
 from providers.fallback import build_llm, build_stt, build_tts
-from providers.stt import TurnRevisions
+from providers.turn_transcript import TurnRevisions
 
 from .agent_metrics import record_rate_limited, track_session
 from .client_messages import ClientMessages

@@ -1,15 +1,33 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from fakes.azure_speech_server import AzureSpeechStandIn
 
 
 @pytest.fixture(scope="session")
 def service_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("service-logs")
+
+
+@pytest.fixture(scope="module")
+async def stand_in() -> AsyncIterator[AzureSpeechStandIn]:
+    """The Azure Speech USP stand-in (tests/fakes/azure_speech_server.py), one per test module."""
+    server = AzureSpeechStandIn()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def faults(stand_in: AzureSpeechStandIn) -> Iterator[AzureSpeechStandIn]:
+    """The stand-in with a clean record and no faults, cleaned again afterwards."""
+    stand_in.reset()
+    yield stand_in
+    stand_in.reset()
 
 
 @pytest.hookimpl(hookwrapper=True)

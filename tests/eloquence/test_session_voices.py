@@ -49,14 +49,6 @@ QUESTIONS = {"en": "How do I calm my nerves?", "fr": "Comment calmer mon trac ?"
 
 
 @pytest.fixture(scope="module")
-async def stand_in() -> AsyncIterator[AzureSpeechStandIn]:
-    server = AzureSpeechStandIn()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture(scope="module")
 def azure_service(stand_in: AzureSpeechStandIn, service_log_dir: Path) -> Iterator[ServiceProcess]:
     """Azure (the default contexts: Denise greets, Henri coaches) with the offline engines as fallback."""
     env = {**COMMON_ENV, "TTS_ENGINE": "azure", "AZURE_SPEECH_HOST": stand_in.url}

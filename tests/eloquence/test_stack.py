@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from support.eloquence_cli import run_eloquence, stack_ports
 
 from eloquence.keys import client_api_key
-from eloquence.services import check_health, free_port, port_in_use
+from eloquence.services import check_health, port_in_use
 from eloquence.settings import AppSettings
 from eloquence.stack import ServiceUnavailableError, ensure_services, group_members
 
@@ -42,33 +43,13 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
     env.update(
         {
             "ELOQUENCE_STATE_DIR": str(tmp_path / "state"),
-            "WHISPER_STT_PORT": str(free_port()),
-            "AZURE_TTS_PORT": str(free_port()),
-            "LOCAL_LLM_PORT": str(free_port()),
-            "PLAYGROUND_PORT": str(free_port()),
-            "API_PORT": str(free_port()),
-            "AGENT_HEALTH_PORT": str(free_port()),
-            "LIVEKIT_URL": f"ws://127.0.0.1:{free_port()}",  # nothing listens: no agent worker
+            **stack_ports(),
             "COLUMNS": "250",  # rich tables on one line each
             "LLM_THREADS": "1",
             "PYTHONPATH": str(ROOT),
         }
     )
     return env
-
-
-def eloquence(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "eloquence", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def read_state(env: dict[str, str]) -> dict[str, Any]:
@@ -143,7 +124,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
         yield env
     finally:
         groups = recorded_groups(env)
-        eloquence("down", env=env, cwd=tmp_path)
+        run_eloquence("down", env=env, cwd=tmp_path)
         hard_stop(groups)
 
 
@@ -152,7 +133,7 @@ def test_up_detach_status_kill_and_down(stack: dict[str, str], tmp_path: Path) -
     port_vars = ("WHISPER_STT_PORT", "AZURE_TTS_PORT", "LOCAL_LLM_PORT", "PLAYGROUND_PORT", "API_PORT")
     ports = [int(env[k]) for k in port_vars]
 
-    up = eloquence("up", "--detach", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S)
+    up = run_eloquence("up", "--detach", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "agent: skipped" in up.stdout and "LiveKit is not reachable" in up.stdout
 
@@ -169,15 +150,15 @@ def test_up_detach_status_kill_and_down(stack: dict[str, str], tmp_path: Path) -
     assert_playground_url(up.stdout, env)
 
     # A second `up` refuses rather than fighting over the ports.
-    again = eloquence("up", "--detach", env=env, cwd=tmp_path)
+    again = run_eloquence("up", "--detach", env=env, cwd=tmp_path)
     assert again.returncode == 1 and "still running" in again.stdout
 
-    status = eloquence("status", env=env, cwd=tmp_path)
+    status = run_eloquence("status", env=env, cwd=tmp_path)
     assert status.returncode == 0, status.stdout
     assert status_rows(status.stdout) == {n: "healthy" for n in (*SIDECARS, "playground", "api")}
 
     # `talk` finds the running stack through the same settings and starts nothing.
-    talk = eloquence(
+    talk = run_eloquence(
         "talk",
         str(SAMPLE),
         "-o",
@@ -197,7 +178,7 @@ def test_up_detach_status_kill_and_down(stack: dict[str, str], tmp_path: Path) -
     whisper_pid = state["services"]["whisper-stt"]["pid"]
     os.killpg(whisper_pid, signal.SIGKILL)
     assert_no_process_left([whisper_pid], [int(env["WHISPER_STT_PORT"])])
-    status = eloquence("status", env=env, cwd=tmp_path)
+    status = run_eloquence("status", env=env, cwd=tmp_path)
     assert status.returncode == 1
     rows = status_rows(status.stdout)
     assert rows["whisper-stt"].startswith("down")
@@ -207,13 +188,13 @@ def test_up_detach_status_kill_and_down(stack: dict[str, str], tmp_path: Path) -
     assert "whisper-stt" in json.dumps(api_health)
 
     groups = recorded_groups(env)
-    down = eloquence("down", env=env, cwd=tmp_path)
+    down = run_eloquence("down", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stdout
     assert "whisper-stt: was not running" in down.stdout
     assert f"playground: stopped (pid {state['services']['playground']['pid']})" in down.stdout
     assert_no_process_left(groups, ports)
     assert not (Path(env["ELOQUENCE_STATE_DIR"]) / "stack.json").exists()
-    status = eloquence("status", env=env, cwd=tmp_path)
+    status = run_eloquence("status", env=env, cwd=tmp_path)
     assert "No stack recorded" in status.stdout and status.returncode == 1
 
 
@@ -223,7 +204,7 @@ def test_port_in_use_names_the_service_and_its_log(stack: dict[str, str], tmp_pa
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         env["WHISPER_STT_PORT"] = str(squatter.getsockname()[1])
-        up = eloquence("up", "--detach", "--only", "whisper-stt", "azure-tts", env=env, cwd=tmp_path)
+        up = run_eloquence("up", "--detach", "--only", "whisper-stt", "azure-tts", env=env, cwd=tmp_path)
     assert up.returncode == 1
     assert f"whisper-stt: port {env['WHISPER_STT_PORT']} is already in use" in up.stdout
     assert (
@@ -237,7 +218,7 @@ def test_port_in_use_names_the_service_and_its_log(stack: dict[str, str], tmp_pa
 
 def test_a_service_that_fails_to_start_is_named_with_its_log(stack: dict[str, str], tmp_path: Path) -> None:
     env = {**stack, "LLM_MODEL_PATH": str(tmp_path / "missing.gguf")}
-    up = eloquence(
+    up = run_eloquence(
         "up", "--detach", "--only", "local-llm", "api", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S
     )
     assert up.returncode == 1
@@ -274,7 +255,7 @@ def test_foreground_up_stops_everything(stack: dict[str, str], tmp_path: Path, s
         if stop_with == "ctrl-c":
             up.send_signal(signal.SIGINT)
         else:
-            assert eloquence("down", env=env, cwd=tmp_path).returncode == 0
+            assert run_eloquence("down", env=env, cwd=tmp_path).returncode == 0
         assert up.wait(30) == 0
         assert_no_process_left(groups, [int(env["API_PORT"])])
         assert not state_file.exists()
@@ -288,7 +269,7 @@ def test_ensure_services_reuses_what_runs_and_stops_only_what_it_started(
     stack: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = stack
-    up = eloquence("up", "--detach", "--only", "local-llm", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S)
+    up = run_eloquence("up", "--detach", "--only", "local-llm", env=env, cwd=tmp_path, timeout=UP_TIMEOUT_S)
     assert up.returncode == 0, up.stdout + up.stderr
     llm_pid = read_state(env)["services"]["local-llm"]["pid"]
     for key in ("ELOQUENCE_STATE_DIR", "AZURE_TTS_PORT", "LOCAL_LLM_PORT"):

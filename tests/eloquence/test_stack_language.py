@@ -10,31 +10,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.eloquence_cli import run_eloquence, stack_ports, without_engine_settings
 
-from eloquence.services import free_port
 from eloquence.stack import group_members
 from eloquence.stack.commands import language_environment
 from eloquence_bench.french import EspeakRecipe, espeak_available, speak_french
 from eloquence_bench.speech import silence, to_wav
-
-ENGINE_PREFIXES = (
-    "ELOQUENCE_",
-    "MISTRAL_",
-    "WHISPER_",
-    "AZURE_",
-    "LOCAL_LLM",
-    "LLM_",
-    "TTS_",
-    "PIPER_",
-    "ESPEAK_",
-)
 
 
 def test_french_sets_the_sessions_language_and_the_whisper_default() -> None:
@@ -68,21 +54,6 @@ def test_a_language_no_exercise_speaks_is_refused() -> None:
 # --- end to end ------------------------------------------------------------------------------
 
 
-def _eloquence(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "eloquence", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def _process_environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
@@ -91,28 +62,11 @@ def _process_environ(pid: int) -> dict[str, str]:
 @pytest.fixture
 def bare_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A fresh user's environment: no ELOQUENCE_*, no engine settings, free ports, its own state dir."""
-    prefixes = (
-        "ELOQUENCE_",
-        "MISTRAL_",
-        "WHISPER_",
-        "AZURE_",
-        "LOCAL_LLM",
-        "LLM_",
-        "TTS_",
-        "PIPER_",
-        "ESPEAK_",
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env = without_engine_settings()
     env.update(
         {
             "ELOQUENCE_STATE_DIR": str(tmp_path / "state"),  # the test's own stack file, not a setting
-            "WHISPER_STT_PORT": str(free_port()),
-            "AZURE_TTS_PORT": str(free_port()),
-            "LOCAL_LLM_PORT": str(free_port()),
-            "PLAYGROUND_PORT": str(free_port()),
-            "API_PORT": str(free_port()),
-            "AGENT_HEALTH_PORT": str(free_port()),
-            "LIVEKIT_URL": f"ws://127.0.0.1:{free_port()}",
+            **stack_ports(),
             "WHISPER_MODELS": "en:tiny.en",  # as an English deployment would have it
         }
     )
@@ -125,7 +79,7 @@ def bare_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             if state.exists()
             else []
         )
-        _eloquence("down", env=env, cwd=tmp_path, timeout=60)
+        run_eloquence("down", env=env, cwd=tmp_path, timeout=60)
         for group in groups:
             if group_members(group):
                 os.killpg(group, signal.SIGKILL)
@@ -135,7 +89,7 @@ def bare_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 @pytest.mark.timeout(480)
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 def test_up_in_french_serves_a_french_turn(bare_env: dict[str, str], tmp_path: Path) -> None:
-    up = _eloquence("up", "--language", "fr", "--detach", env=bare_env, cwd=tmp_path, timeout=300)
+    up = run_eloquence("up", "--language", "fr", "--detach", env=bare_env, cwd=tmp_path, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "Sessions speak fr" in up.stdout
 
@@ -149,7 +103,7 @@ def test_up_in_french_serves_a_french_turn(bare_env: dict[str, str], tmp_path: P
     text = "Je voudrais préparer ma présentation de demain matin."
     speech = speak_french(text, EspeakRecipe("fr+m2", 140))
     question.write_bytes(to_wav(np.concatenate([silence(0.3), speech, silence(0.2)])))
-    talk = _eloquence(
+    talk = run_eloquence(
         "talk", str(question), "--language", "fr", "-o", str(tmp_path / "reply.wav"), "--json", "--no-start",
         env=bare_env, cwd=tmp_path, timeout=180,
     )  # fmt: skip

@@ -10,10 +10,7 @@ French beside tiny.en, espeak-ng for French beside Piper, the embedded SmolLM2).
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from support.eloquence_cli import run_eloquence, without_engine_settings
 
 from eloquence.exercises import get_exercise
 from eloquence.services import AZURE_TTS, LOCAL_LLM, WHISPER_STT, running_service
@@ -77,22 +75,6 @@ def french_judge() -> Any:
     return WhisperModel(str(resolve_model("base")), device="cpu", compute_type="int8", cpu_threads=2)
 
 
-def _bare_env(urls: dict[str, str]) -> dict[str, str]:
-    """No ELOQUENCE_*, no engine settings: only where the running sidecars answer."""
-    prefixes = (
-        "ELOQUENCE_",
-        "MISTRAL_",
-        "WHISPER_",
-        "AZURE_",
-        "LOCAL_LLM",
-        "LLM_",
-        "TTS_",
-        "PIPER_",
-        "ESPEAK_",
-    )
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(prefixes)}, **urls}
-
-
 def test_a_french_turn_through_talk_is_heard_answered_and_spoken_in_french(
     stack: dict[str, str], french_judge: Any, tmp_path: Path
 ) -> None:
@@ -101,27 +83,12 @@ def test_a_french_turn_through_talk_is_heard_answered_and_spoken_in_french(
         to_wav(np.concatenate([silence(0.3), speak_french(QUESTION, QUESTION_VOICE), silence(0.2)]))
     )
     out = tmp_path / "reply.wav"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "eloquence",
-            "talk",
-            str(question),
-            "--language",
-            "fr",
-            "-o",
-            str(out),
-            "--json",
-            "--no-start",
-        ],
-        capture_output=True,
-        text=True,
-        env=_bare_env(stack),
+    result = run_eloquence(
+        "talk", str(question), "--language", "fr", "-o", str(out), "--json", "--no-start",
+        env={**without_engine_settings(), **stack},  # no ELOQUENCE_*, no engine settings: only the URLs
         cwd=tmp_path,  # no .env here
         timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["language"] == "fr"
@@ -147,14 +114,8 @@ def test_a_french_turn_through_talk_is_heard_answered_and_spoken_in_french(
 def test_a_language_no_exercise_speaks_is_a_clear_error_before_anything_starts(tmp_path: Path) -> None:
     question = tmp_path / "question.wav"
     question.write_bytes(to_wav(silence(0.5)))
-    result = subprocess.run(
-        [sys.executable, "-m", "eloquence", "talk", str(question), "--language", "de", "--json"],
-        capture_output=True,
-        text=True,
-        env=_bare_env({}),
-        cwd=tmp_path,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
+    result = run_eloquence(
+        "talk", str(question), "--language", "de", "--json", env=without_engine_settings(), cwd=tmp_path
     )
     assert result.returncode == 1
     assert json.loads(result.stdout) == {"error": "unsupported language 'de'; supported: en, fr"}

@@ -22,12 +22,11 @@ from eloquence_bench.speech import silence, speak, speak_with_pause
 from providers.stt import (
     SAMPLE_RATE,
     STREAM_CONNECT_OPTIONS,
-    TurnRevisions,
     WhisperSTT,
     _ReplayBuffer,
     resolve_stt_url,
-    unheard_tail,
 )
+from providers.turn_transcript import TurnRevisions, unheard_tail
 from sidecar_common.pcm import float_to_pcm16 as to_pcm16
 
 # one inference thread: the box is shared

@@ -63,22 +63,6 @@ def piper_tts(service_log_dir: Path) -> Iterator[ServiceProcess]:
 
 
 @pytest.fixture(scope="module")
-async def stand_in() -> AsyncIterator[AzureSpeechStandIn]:
-    server = AzureSpeechStandIn()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def faults(stand_in: AzureSpeechStandIn) -> Iterator[AzureSpeechStandIn]:
-    """The stand-in with a clean record and no faults, cleaned again afterwards."""
-    stand_in.reset()
-    yield stand_in
-    stand_in.reset()
-
-
-@pytest.fixture(scope="module")
 def azure_tts(stand_in: AzureSpeechStandIn, service_log_dir: Path) -> Iterator[ServiceProcess]:
     """Azure through the SDK with pooled connections, Piper as the fallback."""
     env = {**COMMON_ENV, "TTS_ENGINE": "azure", "AZURE_SPEECH_HOST": stand_in.url}

@@ -60,21 +60,6 @@ def offline_tts(service_log_dir: Path) -> Iterator[ServiceProcess]:
 
 
 @pytest.fixture(scope="module")
-async def stand_in() -> AsyncIterator[AzureSpeechStandIn]:
-    server = AzureSpeechStandIn()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def faults(stand_in: AzureSpeechStandIn) -> Iterator[AzureSpeechStandIn]:
-    stand_in.reset()
-    yield stand_in
-    stand_in.reset()
-
-
-@pytest.fixture(scope="module")
 def azure_tts(stand_in: AzureSpeechStandIn, service_log_dir: Path) -> Iterator[ServiceProcess]:
     """Azure through the SDK, a fresh connection per chunk (faults apply at once), offline fallback."""
     env = {

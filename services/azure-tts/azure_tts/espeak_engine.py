@@ -14,13 +14,13 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncGenerator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sidecar_common.audio import peak_normalize, resample
 from sidecar_common.pcm import float_to_pcm16, pcm16_to_float
 
 from .errors import EngineTimeoutError, SynthesisError
+from .offline_engine import OfflineEngine
 from .voices import VoiceInfo
 
 PEAK = 0.8
@@ -60,8 +60,9 @@ def _clean(text: str) -> str:
     return text.replace("[[", "[ [").strip()
 
 
-class EspeakEngine:
+class EspeakEngine(OfflineEngine):
     name = "espeak"
+    warm_up_text = "Prêt."
 
     def __init__(
         self,
@@ -79,21 +80,13 @@ class EspeakEngine:
         self._exe = exe
         self._timeout_s = timeout_s
         self._ids: dict[str, str] = {}
-        self._infos: list[VoiceInfo] = []
+        infos: list[VoiceInfo] = []
         for voice in voices:
             self._check_voice(voice)
             name = voice_name(voice)
             self._ids[name] = voice
-            self._infos.append(VoiceInfo(name=name, engine=self.name, language=voice_language(voice)))
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="espeak")
-
-    @property
-    def voices(self) -> list[VoiceInfo]:
-        return list(self._infos)
-
-    @property
-    def default_voice(self) -> str:
-        return self._infos[0].name
+            infos.append(VoiceInfo(name=name, engine=self.name, language=voice_language(voice)))
+        super().__init__(voices=infos, max_workers=max_workers)
 
     def _check_voice(self, voice: str) -> None:
         base, _, variant = voice.partition("+")
@@ -118,11 +111,6 @@ class EspeakEngine:
         )
         match = re.search(r"Data at:\s*(\S+)", out.stdout)
         return Path(match.group(1)) if match else None
-
-    async def warm_up(self) -> None:
-        for info in self._infos:
-            async for _ in self.synthesize("Prêt.", voice=info.name, sample_rate=16000):
-                pass
 
     def _run(self, text: str, voice: str, sample_rate: int, rate: float | None) -> bytes:
         """Blocking (a worker thread): one chunk to 16-bit PCM at `sample_rate`, peak at 80 %."""
@@ -159,9 +147,6 @@ class EspeakEngine:
         pcm = await loop.run_in_executor(self._executor, self._run, text, voice, sample_rate, rate)
         if pcm:
             yield pcm
-
-    async def aclose(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def load_espeak(

