@@ -6,12 +6,16 @@ decodes a packet with `String.fromCharCodes(data)`, one byte per character, whic
 into "Ã©". Escaped JSON reads the same through `fromCharCodes` and through `utf8.decode`.
 
     {"type": "transcription", "text": "<user speech>", "final": true | false}
+    {"type": "transcription_revised", "text": "<the whole turn>"}
     {"type": "ai_response",   "response": "<the coach's reply text>"}
     {"type": "metrics",       "data": {"stt_final_ms": ..., "end_of_turn_ms": ..., "llm_ttft_ms": ...,
                                         "llm_first_sentence_ms": ..., "tts_first_audio_ms": ...,
                                         "e2e_ms": ..., "interrupted": false}}
 
 Per turn the order is: transcriptions (interims, then the final), `ai_response`, then `metrics`.
+When a pause split the turn and the STT heard it again as one piece, a `transcription_revised`
+comes before the reply: its text replaces the turn's finals (a client that does not know the type
+ignores it and keeps the finals it showed).
 A stage the turn did not reach is absent from `data` rather than zero; the stages are those of
 `eloquence/stages.py`. In a room the messages are published on the data channel; under
 `eloquence talk` the same objects go into the JSON report.
@@ -80,10 +84,14 @@ class ClientMessages:
         self._queue: asyncio.Queue[bytes | None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._last_user_metrics: Mapping[str, Any] | None = None
+        self._turn_finals: list[str] = []
 
-    # -- the three message kinds ------------------------------------------------------------
+    # -- the message kinds ------------------------------------------------------------
     def transcription(self, text: str, *, final: bool) -> dict[str, Any]:
         return self._emit({"type": "transcription", "text": text, "final": final})
+
+    def transcription_revised(self, text: str) -> dict[str, Any]:
+        return self._emit({"type": "transcription_revised", "text": text})
 
     def ai_response(self, response: str) -> dict[str, Any]:
         return self._emit({"type": "ai_response", "response": response})
@@ -100,6 +108,8 @@ class ClientMessages:
     def _on_user_input_transcribed(self, ev: UserInputTranscribedEvent) -> None:
         if ev.transcript.strip():
             self.transcription(ev.transcript, final=ev.is_final)
+            if ev.is_final:
+                self._turn_finals.append(ev.transcript)
 
     def _on_conversation_item_added(self, ev: ConversationItemAddedEvent) -> None:
         from livekit.agents.llm import ChatMessage
@@ -109,6 +119,10 @@ class ClientMessages:
             return
         if item.role == "user":
             self._last_user_metrics = dict(item.metrics or {})
+            said, self._turn_finals = " ".join(" ".join(self._turn_finals).split()), []
+            text = " ".join((item.text_content or "").split())
+            if said and text and text != said:  # the whole turn, heard again as one piece
+                self.transcription_revised(text)
             return
         if item.role != "assistant":
             return

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import secrets
@@ -37,6 +36,7 @@ from aiohttp import web
 from ..auth import Authenticator, AuthError
 from ..client_messages import TOPIC, ClientMessages
 from ..exercises import REGISTRY, Exercise, ExerciseRegistry, UnknownExerciseError
+from ..services import is_loopback
 from ..settings import AppSettings
 from .settings import PlaygroundSettings
 
@@ -413,15 +413,6 @@ def create_host_app(host: SessionHost, *, auth: Authenticator | None = None) -> 
     return app
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def main(args: argparse.Namespace) -> int:
     """`eloquence playground [--host H] [--port P] [--expose]`."""
     import sys
@@ -431,7 +422,7 @@ def main(args: argparse.Namespace) -> int:
     settings = AppSettings()
     playground = PlaygroundSettings()
     auth: Authenticator | None = None
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         if not args.expose:
             print(
                 f"eloquence playground: {args.host} is not a loopback address; pass --expose to listen "

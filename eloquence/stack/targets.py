@@ -9,7 +9,6 @@ environment (the API finds the playground's session host through `PLAYGROUND_URL
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from ..services import (
     WHISPER_STT,
     ServiceDefinition,
     ServiceProcess,
+    is_loopback,
 )
 from ..settings import AppSettings
 
@@ -83,15 +83,6 @@ class ServiceTarget:
             log_path=log_dir / f"{self.name}.log",
             env=env,
         )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def mistral_endpoint(settings: AppSettings, local_url: str) -> MistralEndpoint:

@@ -16,29 +16,20 @@ from typing import Any
 import aiohttp
 import pytest
 from fakes.livekit_server import LiveKitStandin
+from support.api_process import API_KEY, running_api
 
-from eloquence.services import API, free_port, running_service
+from eloquence.services import free_port
 from eloquence.settings import AppSettings
 
 PUBLIC_URL = f"wss://127.0.0.1:{free_port()}"  # nothing listens there
-API_KEY = "deploy-app-backend-key-0123456789"
 
 
 @pytest.fixture(scope="module")
 def api_url(livekit: LiveKitStandin, service_log_dir: Path) -> Iterator[str]:
-    dead = f"http://127.0.0.1:{free_port()}"
-    env = livekit.env(
-        LIVEKIT_URL=PUBLIC_URL,
-        LIVEKIT_INTERNAL_URL=livekit.url,
-        WHISPER_STT_URL=dead,
-        AZURE_TTS_URL=dead,
-        LOCAL_LLM_URL=dead,
-        MISTRAL_API_KEY="",
-        MISTRAL_BASE_URL="",
-        ELOQUENCE_API_KEYS=API_KEY,
-    )
-    with running_service(API, service_log_dir, env=env, timeout=60) as proc:
-        yield proc.url
+    with running_api(
+        livekit, service_log_dir, LIVEKIT_URL=PUBLIC_URL, LIVEKIT_INTERNAL_URL=livekit.url
+    ) as url:
+        yield url
 
 
 async def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -25,12 +25,12 @@ import pytest
 from fakes.livekit_server import LiveKitStandin
 from livekit import api as lkapi
 from livekit.protocol import agent as agent_proto
+from support.api_process import API_KEY, running_api
 
-from eloquence.services import API, free_port, running_service
+from eloquence.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CADDYFILE = ROOT / "docker" / "caddy" / "Caddyfile"
-API_KEY = "deploy-app-backend-key-0123456789"
 
 
 def _caddy() -> str:
@@ -120,18 +120,8 @@ async def _sleep() -> None:
 
 @pytest.fixture(scope="module")
 def api_url(livekit: LiveKitStandin, service_log_dir: Path) -> Iterator[str]:
-    dead = f"http://127.0.0.1:{free_port()}"
-    env = livekit.env(
-        LIVEKIT_INTERNAL_URL=livekit.url,
-        WHISPER_STT_URL=dead,
-        AZURE_TTS_URL=dead,
-        LOCAL_LLM_URL=dead,
-        MISTRAL_API_KEY="",
-        MISTRAL_BASE_URL="",
-        ELOQUENCE_API_KEYS=API_KEY,
-    )
-    with running_service(API, service_log_dir / "tls", env=env, timeout=60) as proc:
-        yield proc.url
+    with running_api(livekit, service_log_dir / "tls", LIVEKIT_INTERNAL_URL=livekit.url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

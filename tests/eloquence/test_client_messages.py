@@ -57,3 +57,36 @@ async def test_every_published_message_reads_back_equal_in_the_client() -> None:
     assert len(sent) == 4
     assert [json.loads(from_char_codes(p)) for p in sent] == messages.messages
     assert messages.messages[2] == {"type": "ai_response", "response": FRENCH[1]}
+
+
+def _turn(messages: ClientMessages, finals: list[str], committed: str) -> list[dict[str, object]]:
+    """One user turn as the session reports it: STT finals, then the committed user message."""
+    from livekit.agents.llm import ChatMessage
+    from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
+
+    start = len(messages.messages)
+    for text in finals:
+        messages._on_user_input_transcribed(UserInputTranscribedEvent(transcript=text, is_final=True))
+    item = ChatMessage(role="user", content=[committed])
+    messages._on_conversation_item_added(ConversationItemAddedEvent(item=item))
+    return messages.messages[start:]
+
+
+def test_a_turn_heard_again_as_one_piece_replaces_its_finals() -> None:
+    messages = ClientMessages()
+    # a pause split the sentence; the STT's whole-turn pass became the user's message (issue 16)
+    sent = _turn(
+        messages,
+        ["I always get nervous when I have to.", "speaking front of my team."],
+        "I always get nervous when I have to speak in front of my team.",
+    )
+    assert sent[-1] == {
+        "type": "transcription_revised",
+        "text": "I always get nervous when I have to speak in front of my team.",
+    }
+    # an ordinary turn, said in one piece or split where the words were right, adds nothing
+    assert [m["type"] for m in _turn(messages, ["How do I start?"], "How do I start?")] == ["transcription"]
+    assert [m["type"] for m in _turn(messages, ["How do I", "start?"], "How do I start?")] == [
+        "transcription",
+        "transcription",
+    ]

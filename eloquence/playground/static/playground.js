@@ -172,6 +172,12 @@
         turn.interim = message.text;
       }
       renderUser(turn);
+    } else if (message.type === "transcription_revised") {
+      // a pause had split the turn: the whole turn, heard again as one piece, replaces its finals
+      const turn = currentTurn({ forUser: true });
+      turn.finals = [message.text];
+      turn.interim = "";
+      renderUser(turn);
     } else if (message.type === "ai_response") {
       // the oldest turn still waiting: an interrupted reply arrives after the words that cut it
       const turn = state.turns.find((t) => t.reply === null) || newTurn();
