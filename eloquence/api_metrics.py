@@ -1,10 +1,10 @@
 """Prometheus metrics and X-Request-Id for `eloquence api` (GET /metrics, open like the health check).
 
-    eloquence_api_requests_total{route,method,status}   every request, 401 and 429 included
-    eloquence_api_request_seconds{route}                latency histogram
-    eloquence_api_unauthorized_total{code}              401/403 refusals (missing, invalid, expired)
-    eloquence_api_rate_limited_total{kind}              429s, by caller kind (api_key, user, anonymous)
-    eloquence_api_tokens_issued_total{endpoint,caller}  LiveKit tokens handed out
+eloquence_api_requests_total{route,method,status}   every request, 401 and 429 included
+eloquence_api_request_seconds{route}                latency histogram
+eloquence_api_unauthorized_total{code}              401/403 refusals (missing, invalid, expired)
+eloquence_api_rate_limited_total{kind}              429s, by caller kind (api_key, user, anonymous)
+eloquence_api_tokens_issued_total{endpoint,caller}  LiveKit tokens handed out
 """
 
 from __future__ import annotations
@@ -42,15 +42,21 @@ class APIMetrics:
             registry=self.registry,
         )
         self.unauthorized = Counter(
-            "eloquence_api_unauthorized", "Requests refused for their credentials", ["code"],
+            "eloquence_api_unauthorized",
+            "Requests refused for their credentials",
+            ["code"],
             registry=self.registry,
         )
         self.rate_limited = Counter(
-            "eloquence_api_rate_limited", "Requests refused by a rate limit (429)", ["kind"],
+            "eloquence_api_rate_limited",
+            "Requests refused by a rate limit (429)",
+            ["kind"],
             registry=self.registry,
         )
         self.tokens_issued = Counter(
-            "eloquence_api_tokens_issued", "LiveKit tokens issued", ["endpoint", "caller"],
+            "eloquence_api_tokens_issued",
+            "LiveKit tokens issued",
+            ["endpoint", "caller"],
             registry=self.registry,
         )
 

@@ -110,7 +110,7 @@ class FakeMistralServer:
         """Monotonic arrival time of each chat request (same clock as the test's)."""
         self.model_list_requests = 0
         self.token_sent_at: list[list[float]] = []
-        """Per streamed reply, the monotonic time each content token was written (same clock as the test's)."""
+        """Per streamed reply, the monotonic time each content token was written (the test's clock)."""
         self._replies: deque[Reply] = deque()
         self._host = host
         self._port = port
@@ -323,7 +323,8 @@ def validate_messages(messages: Any) -> None:
         last = messages[-1]
         if last["role"] not in ("user", "tool") and not (last["role"] == "assistant" and last.get("prefix")):
             raise MistralRequestError(
-                f"Expected last role User or Tool (or Assistant with prefix True) for serving but got {last['role']}",
+                "Expected last role User or Tool (or Assistant with prefix True) for serving"
+                f" but got {last['role']}",
                 type_="invalid_request_message_order",
                 code="3230",
             )

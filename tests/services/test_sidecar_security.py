@@ -133,7 +133,9 @@ async def test_the_request_id_is_taken_or_minted_echoed_and_logged(
         minted = resp.headers["X-Request-Id"]
         assert resp.status == 401 and len(minted) == 32
     async with http.post(
-        f"{tts.url}/v1/synthesize", json=body, headers={**_bearer(), "X-Request-Id": "not a token; has spaces"}
+        f"{tts.url}/v1/synthesize",
+        json=body,
+        headers={**_bearer(), "X-Request-Id": "not a token; has spaces"},
     ) as resp:
         assert resp.headers["X-Request-Id"] != "not a token; has spaces"
         await resp.read()

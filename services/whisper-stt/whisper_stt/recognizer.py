@@ -44,7 +44,10 @@ class SpeechRecognizer:
         temperatures: tuple[float, ...] | None = None,
         stream_id: str | None = None,
     ) -> Transcript:
-        """Raises Overloaded (finals) or InterimShed (interims) under load; the language is already checked."""
+        """Raises Overloaded (finals) or InterimShed (interims) under load.
+
+        The language is already checked.
+        """
         duration = len(audio) / SAMPLE_RATE
         if duration < MIN_AUDIO_S or float(np.max(np.abs(audio))) < SILENCE_PEAK:
             return self.empty(language=language, duration=duration)
