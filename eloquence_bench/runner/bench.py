@@ -26,6 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .. import chart
 from .. import report as rep
 from ..baselines import EngineConfig, engine_config, models_info
 from ..corpus import REPLY_SENTENCES, SAMPLE_RATE, Utterance, build_corpus, select, synthesis_settings
@@ -490,6 +491,6 @@ async def run_bench(
     paths = {
         "json": rep.write_json(result, options.out),
         "md": rep.write_markdown(result, options.out),
-        "png": rep.write_chart(result, options.out),
+        "png": chart.write_chart(result, options.out),
     }
     return result, paths
