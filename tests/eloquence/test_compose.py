@@ -263,7 +263,7 @@ def _listening_port(resolved: dict[str, Any], name: str) -> int | None:
     command = resolved["services"][name].get("command") or []
     if "--port" in command:
         return int(command[command.index("--port") + 1])
-    return {"livekit": 7880}.get(name)
+    return {"livekit": 7880, "redis": 6379}.get(name)  # the images' own ports
 
 
 ELOQUENCE_SERVICES = ("whisper-stt", "azure-tts", "local-llm", "api", "agent")

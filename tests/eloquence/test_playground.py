@@ -411,7 +411,9 @@ async def test_speaking_over_the_coach_stops_it(chromium: str, coach: dict[str, 
     assert interrupted and interrupted[0]["reply"], state["turns"]
     users = [t["user"] for t in state["turns"] if t["user"]]
     assert wer(QUESTION_TEXT, users[0]) <= 0.2, users
-    assert "stop" in users[-1].lower() or "try again" in users[-1].lower(), users
+    # the words said over the coach are a new user turn (Whisper may end it at the comma after "Wait")
+    later = " ".join(users[1:]).lower()
+    assert any(word in later for word in ("wait", "stop", "try again")), users
 
 
 @pytest.mark.slow

@@ -17,6 +17,11 @@ import psutil
 import pytest
 import requests
 import schemathesis
+
+# schemathesis is a pytest plugin, so pytest rewrites its modules on import. Imported lazily from deep
+# inside a running test, CPython 3.11's compiler can fail on one ("AST constructor recursion depth
+# mismatch"): the OpenAPI loader is imported here, at collection.
+import schemathesis.specs.openapi.schemas  # noqa: F401
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
