@@ -14,10 +14,8 @@ figure never rests on one robotic voice:
 from __future__ import annotations
 
 import functools
-import re
 import shutil
 import subprocess
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,18 +115,3 @@ def corpus(
     if every_recipe:
         return [FrenchUtterance(s, r) for r in recipes for s in sentences]
     return [FrenchUtterance(s, recipes[i % len(recipes)]) for i, s in enumerate(sentences)]
-
-
-def normalize_french(text: str) -> str:
-    text = unicodedata.normalize("NFC", text.lower()).replace("’", "'")
-    text = re.sub(r"[^\w]+", " ", text)  # apostrophes and hyphens split words, as the speech does
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def french_wer(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus WER: word errors over all references' words (an empty hypothesis costs every word)."""
-    import jiwer
-
-    refs = [normalize_french(r) for r in references]
-    hyps = [normalize_french(h) for h in hypotheses]
-    return float(jiwer.wer(refs, hyps))

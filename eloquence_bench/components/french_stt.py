@@ -33,7 +33,9 @@ import numpy as np
 from eloquence.services import WHISPER_STT, ServiceProcess, running_service
 from sidecar_common.pcm import float_to_pcm16
 
-from ..french import FrenchUtterance, corpus, french_wer, speak_french
+from ..french import FrenchUtterance, corpus, speak_french
+from ..quality import french_wer
+from .whisper_stt import events_until_flush_final
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -63,21 +65,13 @@ async def flush_final(
         step = int(CHUNK_S * 16000) * 2
         for at in range(0, len(pcm), step):
             await ws.send_bytes(pcm[at : at + step])
-        texts: list[str] = []
         await ws.send_str(json.dumps({"type": "flush"}))
         sent = time.perf_counter()
-        while True:
-            msg = await ws.receive(timeout=120)
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                raise RuntimeError(f"stream ended: {msg.type} {msg.data!r}")
-            event = json.loads(msg.data)
-            if event["type"] == "error":
-                raise RuntimeError(f"error event: {event['code']}: {event['message']}")
-            if event["type"] == "final":
-                # a final the service's own VAD made before the flush (a long pause) is part of the answer
-                texts.append(event["text"])
-                if event["reason"] == "flush":
-                    return time.perf_counter() - sent, " ".join(t for t in texts if t), event["language"]
+        events = await events_until_flush_final(ws)
+        seconds = time.perf_counter() - sent
+        # a final the service's own VAD made before the flush (a long pause) is part of the answer
+        texts = [event["text"] for event in events if event["type"] == "final" and event["text"]]
+        return seconds, " ".join(texts), events[-1]["language"]
 
 
 async def through_sidecar(url: str, clips: list[np.ndarray], language: str) -> list[tuple[float, str]]:

@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -154,19 +155,25 @@ async def stream_utterances(
                     await asyncio.sleep(max(0.0, started + (i + 1) * CHUNK_S - time.perf_counter()))
             await ws.send_str(json.dumps({"type": "flush"}))
             sent = time.perf_counter()
-            interims = 0
-            while True:
-                msg = await ws.receive(timeout=120)
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    raise RuntimeError(f"stream ended: {msg.type} {msg.data!r}")
-                event = json.loads(msg.data)
-                if event["type"] == "error":
-                    raise RuntimeError(f"error event: {event}")
-                interims += event["type"] == "interim"
-                if event["type"] == "final" and event["reason"] == "flush":
-                    results.append((time.perf_counter() - sent, event["text"], interims))
-                    break
+            events = await events_until_flush_final(ws)
+            interims = sum(event["type"] == "interim" for event in events)
+            results.append((time.perf_counter() - sent, events[-1]["text"], interims))
     return results
+
+
+async def events_until_flush_final(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
+    """The stream's events up to and including the final its flush asked for; an error event raises."""
+    events: list[dict[str, Any]] = []
+    while True:
+        msg = await ws.receive(timeout=120)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise RuntimeError(f"stream ended: {msg.type} {msg.data!r}")
+        event = json.loads(msg.data)
+        if event["type"] == "error":
+            raise RuntimeError(f"error event: {event.get('code')}: {event.get('message')}")
+        events.append(event)
+        if event["type"] == "final" and event["reason"] == "flush":
+            return events
 
 
 async def overhead(

@@ -102,7 +102,7 @@ async def run_stack_turns(
 
 def _wer(reference: str, hypothesis: str, language: str) -> float:
     if language == "fr":  # accents are spelling: the English normalizer would drop them
-        from ..french import french_wer
+        from ..quality import french_wer
 
         return round(french_wer([reference], [hypothesis]), 4)
     return wer(reference, hypothesis)

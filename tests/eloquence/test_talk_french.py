@@ -23,7 +23,8 @@ from support.eloquence_cli import run_eloquence, without_engine_settings
 
 from eloquence.exercises import get_exercise
 from eloquence.services import AZURE_TTS, LOCAL_LLM, WHISPER_STT, running_service
-from eloquence_bench.french import EspeakRecipe, espeak_available, french_wer, speak_french
+from eloquence_bench.french import EspeakRecipe, espeak_available, speak_french
+from eloquence_bench.quality import french_wer
 from eloquence_bench.speech import silence, to_wav
 
 pytestmark = [

@@ -42,7 +42,8 @@ import pytest
 
 from eloquence.services import WHISPER_STT, ServiceProcess, free_port, running_service
 from eloquence_bench.components.french_stt import BASE_ENV, clip, flush_final
-from eloquence_bench.french import corpus, espeak_available, french_wer, speak_french
+from eloquence_bench.french import corpus, espeak_available, speak_french
+from eloquence_bench.quality import french_wer
 from eloquence_bench.speech import speak, to_wav
 from whisper_stt.language_models import LanguageModels, parse_model_map
 from whisper_stt.model import UnsupportedLanguageError, WhisperTranscriber

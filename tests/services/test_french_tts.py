@@ -19,7 +19,7 @@ import pytest
 from fakes.azure_speech_server import AzureSpeechStandIn
 
 from eloquence.services import AZURE_TTS, ServiceProcess, free_port, running_service
-from eloquence_bench.french import french_wer
+from eloquence_bench.quality import french_wer
 from eloquence_bench.speech import PIPER_NO_NOISE_ENV
 from sidecar_common.pcm import pcm16_to_float
 
