@@ -29,6 +29,9 @@ _SENTENCE_END = re.compile(r"[.!?…]+[\"'”»)\]]*\s")
 _CLAUSE_END = re.compile(r"[.!?…,;:]+[\"'”»)\]]*\s")
 _ENDS_SENTENCE = re.compile(r"[.!?…]+[\"'”»)\]]*\s*$")
 _WORD = re.compile(r"\w+", re.UNICODE)
+_WORD_THEN_SPACE = re.compile(r"[^\s]+\s+")
+# "1." after a line break, a colon or a sentence end numbers a list item; it ends no sentence
+_LIST_MARKER = re.compile(r"(?:^|[:\n]|[.!?]\s)\s*\d{1,2}$")
 _ASKS_FOR_MORE = re.compile(
     r"\b(in detail|more detail|details|tell me more|explain|step by step|longer|examples?"
     r"|en détail|plus de détails|dis-m'en plus|explique|étape par étape|exemples?)\b",
@@ -52,11 +55,24 @@ class SpokenReplyOptions:
     """Words the first clause needs before a `,` `;` `:` may end it (a sentence end always does).
     One ("Sure, ...") measured best: e2e p50 610 ms against 858 with two and 913 with the whole
     first sentence (issue 11), with a gap before the second segment of 0.3 s at most."""
+    first_clause_max_words: int | None = 8
+    """A first clause without punctuation ends after this many words (at a word boundary): a long
+    first sentence is not synthesized whole before the first audio. None: no limit."""
 
 
 def asks_for_more(user_text: str) -> bool:
     """Whether the user asked for a longer answer."""
     return bool(_ASKS_FOR_MORE.search(user_text))
+
+
+def _ends_sentence(text: str, m: re.Match[str]) -> bool:
+    """Whether a `_SENTENCE_END`/`_CLAUSE_END` match in `text` really ends something: "Try these: 1."
+    does not (a list item's number)."""
+    return not (m.group().startswith(".") and _LIST_MARKER.search(text, 0, m.start()))
+
+
+def _sentence_ends(text: str, pattern: re.Pattern[str] = _SENTENCE_END) -> list[re.Match[str]]:
+    return [m for m in pattern.finditer(text) if _ends_sentence(text, m)]
 
 
 def _normalized(sentence: str) -> str:
@@ -102,7 +118,7 @@ class SpokenReply:
         self._first_clause = False
         out = [clause, FlushSentinel()]
         start = 0
-        for m in _SENTENCE_END.finditer(self._said_first):
+        for m in _sentence_ends(self._said_first):
             self._sentences.append(_normalized(self._said_first[start : m.end()]))
             start = m.end()
         self._sentence_start = self._said_first[start:]
@@ -119,28 +135,43 @@ class SpokenReply:
         tail, self._pending = self._pending, ""
         if not tail.strip():
             return []
-        if not cut or _ENDS_SENTENCE.search(tail):
-            return [] if self._is_repeat(self._sentence_start + tail) else [tail]
+        whole = self._sentence_start + tail
+        last_end = _ENDS_SENTENCE.search(whole)
+        if not cut or (last_end is not None and _ends_sentence(whole, last_end)):
+            return [] if self._is_repeat(whole) else [tail]
         if self._first_clause or self._sentences:
             return []  # a word fragment, or an unfinished sentence after whole ones: dropped
         # only the first clause of an unfinished first sentence was said: end on its last clause
-        clause_ends = [m.end() for m in _CLAUSE_END.finditer(tail)]
+        clause_ends = [m.end() for m in _sentence_ends(tail, _CLAUSE_END)]
         return [tail[: clause_ends[-1]]] if clause_ends else []
 
     # --------------------------------------------------------------------------------------
 
     def _first_clause_end(self, text: str) -> int | None:
-        for m in _CLAUSE_END.finditer(text):
+        for m in _sentence_ends(text, _CLAUSE_END):
             words = len(_WORD.findall(text[: m.start()]))
             is_sentence = _SENTENCE_END.fullmatch(m.group()) is not None
             if words >= 1 and (is_sentence or words >= self._opts.first_clause_words):
                 return m.end()
+        limit = self._opts.first_clause_max_words
+        if limit is not None:
+            # the end of the limit-th word, once the whitespace after it has come
+            ends = [m.end() for m in _WORD_THEN_SPACE.finditer(text)]
+            if len(ends) >= limit:
+                return ends[limit - 1]
         return None
 
     def _release_sentences(self) -> list[str | FlushSentinel]:
         out: list[str | FlushSentinel] = []
-        while not self.done and (m := _SENTENCE_END.search(self._pending)):
-            sentence, rest = self._pending[: m.end()], self._pending[m.end() :]
+        while not self.done:
+            # a list marker's "1." may follow text already released: judge it with that text
+            offset = len(self._sentence_start)
+            ends = _sentence_ends(self._sentence_start + self._pending)
+            ends = [m for m in ends if m.start() >= offset]
+            if not ends:
+                break
+            k = ends[0].end() - offset
+            sentence, rest = self._pending[:k], self._pending[k:]
             whole = self._sentence_start + sentence
             if self._is_repeat(whole):
                 self._stop("repeat")

@@ -6,7 +6,8 @@
 - the agent's nodes (`CoachAgent`, when its `timeline` is set): LLM request, first token, the
   first clause handed to the TTS, the TTS request, the first audio from the TTS sidecar;
 - the harness (`eloquence talk`, the bench): the last voiced input sample (t0) and the first
-  frame the output captured (t1); and the STT plugin's `flush_sent` event, when it emits one.
+  frame the output captured (t1); and the STT plugin's `flush_sent` event (providers/stt.py emits
+  it; another STT may not, and the mark stays None).
 
 `resolve(t0, t1)` picks the instants of the turn that played (the last LLM request before the
 reply's first frame, not a preemptive one that was discarded) and returns each mark of

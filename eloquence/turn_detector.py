@@ -35,6 +35,22 @@ _DANGLING_WORDS: dict[str, frozenset[str]] = {
         suis es sont ai as a ont être avoir très plus moins euh ben bah""".split()
     ),
 }
+# Dangling words a question does end on ("How long should it be?", "What can I do about that?"):
+# before a "?" they close the turn. Prepositions are not among them: Whisper writes "help me with?"
+# for the first half of a sentence cut by a pause.
+_QUESTION_ENDINGS: dict[str, frozenset[str]] = {
+    "en": frozenset(
+        """be is are am was were been do does did have has had can could would should will i we he
+        she they that this these those""".split()
+    ),
+    "fr": frozenset("est suis es sont ai as a ont être je tu il elle on nous vous ils elles".split()),
+}
+# Whisper closes a fragment cut by a pause after a preposition with a pronoun it never heard:
+# "Can you help me prepare for" -> "... prepare for it?". Measured: every false endpoint of the
+# bench's paused sentences (issue 11). A real "... about it?" waits the longer delay.
+_HALLUCINATED_TAILS: dict[str, frozenset[str]] = {
+    "en": frozenset("to for with about on at in of from into".split()),
+}
 _TRAILING_INCOMPLETE = ("...", "…", ",", ";", ":", "-", "–")
 _TERMINAL = (".", "?", "!")
 _WORD = re.compile(r"[\w'’]+", re.UNICODE)
@@ -57,7 +73,13 @@ def end_of_turn_probability(text: str, language: str = "en") -> float:
     words = _WORD.findall(text.lower().replace("’", "'"))
     # a language without a list is judged on punctuation alone: another language's words would mislead
     dangling = _DANGLING_WORDS.get(language.split("-")[0].lower(), frozenset())
+    tails = _HALLUCINATED_TAILS.get(language.split("-")[0].lower(), frozenset())
+    if len(words) >= 2 and words[-1] == "it" and words[-2] in tails:
+        return 0.05
     if words and (words[-1] in dangling or _after_elision(words[-1]) in dangling):
+        asked = _QUESTION_ENDINGS.get(language.split("-")[0].lower(), frozenset())
+        if text.endswith("?") and words[-1] in asked:
+            return 0.95
         return 0.05
     return 0.95 if text.endswith(_TERMINAL) else 0.6
 

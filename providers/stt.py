@@ -339,6 +339,7 @@ class SpeechStream(stt.RecognizeStream):
                     self._replay.add_flush()
                     answered.clear()
                     await ws.send_str(flush_msg)
+                    self._stt.emit("flush_sent")  # the turn timeline's "flush sent" (eloquence/timeline.py)
                 else:
                     pcm = _mono_pcm16(data)
                     self._replay.add_audio(pcm)  # kept before sending: a failed send is re-sent

@@ -118,7 +118,7 @@ class PeerSession:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: str | None = None
     reporting: bool = False
-    background: set[asyncio.Task[None]] = field(default_factory=set)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 class SessionHost:
@@ -233,7 +233,15 @@ class SessionHost:
     # -- one session ----------------------------------------------------------------------
     async def _run(self, peer: PeerSession) -> None:
         from ..agent import CoachAgent, build_pipeline, build_session, default_turn_handling
+        from ..llm_warmup import warm_llm_prompts
 
+        # the exercise's opening into the local LLM's prompt cache while the greeting plays (near
+        # free when it is there already): the first reply pays no full prefill (llm_warmup.py)
+        warm = asyncio.create_task(
+            warm_llm_prompts(self.settings, exercises=[peer.exercise], languages=[peer.language])
+        )
+        peer.background.add(warm)
+        warm.add_done_callback(peer.background.discard)
         try:
             peer.pipeline = build_pipeline(self.settings, peer.exercise, language=peer.language)
             session = peer.session = build_session(

@@ -150,7 +150,7 @@ def main() -> None:
         asyncio.run(run(args.url, args.api_key, args.model, args.repeats, args.max_tokens))
         return
     log_dir = Path(tempfile.mkdtemp(prefix="llm-bench-"))
-    with running_service(LOCAL_LLM, log_dir, env={"LLM_THREADS": "1", "LLM_BATCH_THREADS": "2"}) as service:
+    with running_service(LOCAL_LLM, log_dir) as service:  # the service's default threads
         # the local service answers with whatever GGUF it loaded; the name is only a label
         asyncio.run(run(service.url, None, args.model or "local", args.repeats, args.max_tokens))
 

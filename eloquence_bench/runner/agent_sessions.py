@@ -119,24 +119,14 @@ def capacity(levels: dict[str, dict[str, Any]]) -> int:
 async def _session(args: argparse.Namespace) -> int:
     from eloquence.agent import build_pipeline
     from eloquence.exercises import get_exercise
-    from eloquence.settings import AppSettings
     from eloquence.stages import STAGES
     from eloquence.talk import TalkError, run_talk_turn
 
     from ..corpus import build_corpus
+    from .stack_turns import local_stack_settings
 
     by_id = {u.id: u for u in build_corpus(args.work_dir)}
-    settings = AppSettings().model_copy(
-        update={
-            "whisper_stt_url": args.stt,
-            "azure_tts_url": args.tts,
-            "local_llm_url": args.llm,
-            "mistral_api_key": None,
-            "mistral_base_url": None,
-            "whisper_stt_fallback_url": None,
-            "azure_tts_fallback_url": None,
-        }
-    )
+    settings = local_stack_settings(stt=args.stt, tts=args.tts, llm=args.llm)
     pipeline = build_pipeline(settings, get_exercise("default"), language=settings.language)
     ids = list(args.ids)
     if args.until is not None:  # the soak: go round the utterances until the deadline

@@ -112,21 +112,9 @@ class Bench:
             return None
 
     async def stack_phase(self, utterances: list[Utterance], warmup: Utterance, urls: dict[str, str]) -> None:
-        from eloquence.settings import AppSettings
+        from .stack_turns import local_stack_settings, quality_summary, run_stack_turns
 
-        from .stack_turns import quality_summary, run_stack_turns
-
-        settings = AppSettings().model_copy(
-            update={
-                "whisper_stt_url": urls["whisper-stt"],
-                "azure_tts_url": urls["azure-tts"],
-                "local_llm_url": urls["llm"],
-                "mistral_api_key": None,
-                "mistral_base_url": None,
-                "whisper_stt_fallback_url": None,
-                "azure_tts_fallback_url": None,
-            }
-        )
+        settings = local_stack_settings(stt=urls["whisper-stt"], tts=urls["azure-tts"], llm=urls["llm"])
         task = self.progress.add_task("stack turns (AgentSession)", total=len(utterances))
         turns = await run_stack_turns(
             utterances, settings=settings, warmup=warmup, on_turn=lambda _: self.progress.advance(task)
@@ -138,27 +126,15 @@ class Bench:
 
     async def french_phase(self, urls: dict[str, str]) -> None:
         """French turns (Whisper base, espeak-ng, the French persona): bench.json `french`."""
-        from eloquence.settings import AppSettings
-
         from ..corpus import build_french_corpus
-        from .stack_turns import quality_summary, run_stack_turns
+        from .stack_turns import local_stack_settings, quality_summary, run_stack_turns
 
         corpus = await asyncio.to_thread(build_french_corpus, self.opts.work_dir)
         if not corpus:
             self.result["french"] = {"status": "skipped", "reason": "espeak-ng is not installed"}
             return
         warmup, utterances = corpus[0], corpus[1:2] if self.opts.quick else corpus[1:]
-        settings = AppSettings().model_copy(
-            update={
-                "whisper_stt_url": urls["whisper-stt"],
-                "azure_tts_url": urls["azure-tts"],
-                "local_llm_url": urls["llm"],
-                "mistral_api_key": None,
-                "mistral_base_url": None,
-                "whisper_stt_fallback_url": None,
-                "azure_tts_fallback_url": None,
-            }
-        )
+        settings = local_stack_settings(stt=urls["whisper-stt"], tts=urls["azure-tts"], llm=urls["llm"])
         task = self.progress.add_task("French turns (AgentSession)", total=len(utterances))
         turns = await run_stack_turns(
             utterances,

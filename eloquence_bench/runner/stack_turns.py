@@ -24,6 +24,24 @@ from ..report import mean, summarize
 PACING_TOLERANCE_MS = 20.0
 
 
+def local_stack_settings(*, stt: str, tts: str, llm: str) -> Any:
+    """The defaults in code (`AppSettings()`), pointed at the bench's own services only: no Mistral
+    endpoint and no fallback URL from the environment takes part."""
+    from eloquence.settings import AppSettings
+
+    return AppSettings().model_copy(
+        update={
+            "whisper_stt_url": stt,
+            "azure_tts_url": tts,
+            "local_llm_url": llm,
+            "mistral_api_key": None,
+            "mistral_base_url": None,
+            "whisper_stt_fallback_url": None,
+            "azure_tts_fallback_url": None,
+        }
+    )
+
+
 async def run_stack_turns(
     utterances: list[Utterance],
     *,

@@ -115,6 +115,21 @@ def test_strict_validation_rejects_an_unknown_field(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- one definition of each service
 
 
+def _millicores(quantity: str) -> float:
+    return float(quantity[:-1]) if quantity.endswith("m") else float(quantity) * 1000
+
+
+def test_sidecar_cpu_requests_follow_the_service_cpu_weights() -> None:
+    """A CPU request is the container's share under contention: the sidecars' requests are in the
+    ratio of their definitions' `cpu_weight` (the LLM's bulk decoding yields to STT and TTS)."""
+    per_weight = {
+        name: _millicores(_container(_by_kind("Deployment")[name])["resources"]["requests"]["cpu"])
+        / ALL_SERVICES[name].cpu_weight
+        for name in SIDECARS
+    }
+    assert len(set(per_weight.values())) == 1, per_weight
+
+
 @pytest.mark.parametrize("name", [*SIDECARS, "api", "agent"])
 def test_each_deployment_runs_the_service_definition(name: str) -> None:
     definition = ALL_SERVICES[name]

@@ -212,9 +212,7 @@ def test_worker_serves_health_and_registers_under_livekit_agent_name(worker: Ser
 
 @pytest.fixture(scope="module")
 def local_llm(service_log_dir: Path) -> Iterator[ServiceProcess]:
-    with running_service(
-        LOCAL_LLM, service_log_dir, env={"LLM_THREADS": "1", "LLM_BATCH_THREADS": "2"}
-    ) as proc:
+    with running_service(LOCAL_LLM, service_log_dir) as proc:
         yield proc
 
 

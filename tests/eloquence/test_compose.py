@@ -126,6 +126,14 @@ def test_compose_runs_the_service_definition_command(resolved: dict[str, Any], n
     assert resolved["services"][name]["command"] == ALL_SERVICES[name].container_command()
 
 
+@pytest.mark.parametrize("name", sorted(CONTAINER_SERVICES))
+def test_compose_carries_the_service_cpu_weight(resolved: dict[str, Any], name: str) -> None:
+    """`cpu_shares` is the service definition's weight (Docker's default 1024 when unset)."""
+    shares = resolved["services"][name].get("cpu_shares", 1024)
+    assert shares == ALL_SERVICES[name].compose_cpu_shares, name
+    assert "cpus" not in resolved["services"][name]  # a hard cap is no priority
+
+
 def _container_port(definition: ServiceDefinition) -> int:
     command = definition.container_command()
     return int(command[command.index("--port") + 1])

@@ -327,9 +327,7 @@ def coach(service_log_dir: Path) -> Iterator[dict[str, str]]:
     with (
         running_service(WHISPER_STT, service_log_dir, env={"WHISPER_CPU_THREADS": "2"}) as stt,
         running_service(AZURE_TTS, service_log_dir) as tts,
-        running_service(
-            LOCAL_LLM, service_log_dir, env={"LLM_THREADS": "1", "LLM_BATCH_THREADS": "2"}
-        ) as llm,
+        running_service(LOCAL_LLM, service_log_dir) as llm,
     ):
         urls = {
             "WHISPER_STT_URL": stt.url,
@@ -340,7 +338,7 @@ def coach(service_log_dir: Path) -> Iterator[dict[str, str]]:
         with running_service(PLAYGROUND, service_log_dir, env=_clean_env(**urls), timeout=120) as host:
             api_env = _clean_env(**urls, PLAYGROUND_URL=host.url)
             with running_service(API, service_log_dir / "coach-api", env=api_env, timeout=60) as api:
-                yield {**urls, "api": api.url, "host": host.url}
+                yield {**urls, "api": api.url, "host": host.url, "host_log": str(host.log_path)}
 
 
 @pytest.mark.slow
@@ -379,6 +377,8 @@ async def test_a_spoken_turn_in_the_browser(chromium: str, coach: dict[str, str]
     assert turn.errors == [] and turn.console_errors == [], (turn.errors, turn.console_errors)
     assert set(turn.requested_hosts) <= LOCAL_HOSTS, turn.requested_hosts
     assert Path(turn.screenshot or "").stat().st_size > 10_000
+    # the session put its exercise's opening into the LLM's prompt cache while the greeting played
+    assert "LLM prompt cache warmed: 1 openings" in Path(coach["host_log"]).read_text()
 
 
 @pytest.mark.slow

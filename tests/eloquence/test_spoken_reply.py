@@ -46,6 +46,14 @@ def test_a_one_word_clause_is_enough_by_default() -> None:
     assert _spoken(pieces[: pieces.index(FLUSH)]) == "Absolutely, "
 
 
+def test_a_long_first_clause_without_punctuation_ends_after_max_words() -> None:
+    pieces = _shape("One simple way to improve your focus during a talk is to breathe slowly.")
+    assert _spoken(pieces[: pieces.index(FLUSH)]) == "One simple way to improve your focus during "
+    assert _spoken(pieces) == "One simple way to improve your focus during a talk is to breathe slowly."
+    pieces = _shape("One simple way to improve your focus during a talk. Then", first_clause_max_words=None)
+    assert _spoken(pieces[: pieces.index(FLUSH)]) == "One simple way to improve your focus during a talk. "
+
+
 def test_a_longer_minimum_clause_waits_for_more_words() -> None:
     pieces = _shape("Absolutely, I can help. Breathe first.", first_clause_words=2)
     assert _spoken(pieces[: pieces.index(FLUSH)]) == "Absolutely, I can help. "
@@ -94,6 +102,25 @@ def test_the_reply_stops_after_max_sentences() -> None:
             break
     assert reply.done and reply.stopped_on == "sentences"
     assert "".join(p for p in out if isinstance(p, str)) == "One thing. Two things. "
+
+
+def test_a_list_item_number_ends_no_sentence() -> None:
+    """ "Try these: 1." is not a sentence: the reply never ends on a bare list number."""
+    pieces = _shape("Sure. Try these tips: 1. Breathe slowly. 2. Smile at the room.")
+    assert _spoken(pieces) == "Sure. Try these tips: 1. Breathe slowly. "
+    pieces = _shape("Sure, here is how.\n1. Breathe slowly.\n2. Smile. 3. Pause.")
+    assert _spoken(pieces) == "Sure, here is how.\n1. Breathe slowly.\n"
+    # a number that ends a sentence still ends it
+    assert (
+        _spoken(_shape("Sure, count to 10. Then breathe. Then smile.")) == "Sure, count to 10. Then breathe. "
+    )
+
+
+def test_a_reply_cut_after_a_list_number_drops_the_number() -> None:
+    pieces = _shape("Sure, breathe slowly. Then try these: 1.", cut=True)
+    assert _spoken(pieces) == "Sure, breathe slowly. "
+    pieces = _shape("1. Breathe in slowly, then out.", max_sentences=None)
+    assert _spoken(pieces[: pieces.index(FLUSH)]) == "1. Breathe in slowly, "
 
 
 def test_the_reply_stops_at_its_first_repeated_sentence() -> None:

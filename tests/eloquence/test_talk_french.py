@@ -62,7 +62,7 @@ def stack(service_log_dir: Path) -> Iterator[dict[str, str]]:
     with (
         running_service(WHISPER_STT, logs, env={"WHISPER_CPU_THREADS": "2"}) as stt,
         running_service(AZURE_TTS, logs, env={"PIPER_THREADS": "1"}) as tts,
-        running_service(LOCAL_LLM, logs, env={"LLM_THREADS": "1", "LLM_BATCH_THREADS": "2"}) as llm,
+        running_service(LOCAL_LLM, logs) as llm,
     ):
         yield {"WHISPER_STT_URL": stt.url, "AZURE_TTS_URL": tts.url, "LOCAL_LLM_URL": llm.url}
 

@@ -8,7 +8,15 @@ from eloquence.turn_detector import TranscriptTurnDetector, end_of_turn_probabil
 
 @pytest.mark.parametrize(
     "text",
-    ["How can I calm my nerves?", "I get nervous.", "Merci.", "Thank you!", "Comment gérer le trac ?"],
+    [
+        "How can I calm my nerves?",
+        "I get nervous.",
+        "Merci.",
+        "Thank you!",
+        "Comment gérer le trac ?",
+        "How long should my elevator pitch be?",  # a question may end on an auxiliary
+        "What can I do about that?",
+    ],
 )
 def test_a_finished_sentence_is_a_likely_end_of_turn(text: str) -> None:
     assert end_of_turn_probability(text, "fr" if "trac" in text else "en") > 0.5
@@ -21,6 +29,8 @@ def test_a_finished_sentence_is_a_likely_end_of_turn(text: str) -> None:
         ("I would like some help with my.", "en"),  # Whisper often closes a fragment with a period
         ("When I speak in meetings I usually...", "en"),
         ("When I speak in meetings I usually.", "en"),  # a lead-in adverb, closed by Whisper
+        ("Could you help me with?", "en"),  # Whisper's "?" on a fragment cut by a pause
+        ("Can you help me prepare for it?", "en"),  # ... and the pronoun it adds to one
         ("My biggest problem is that,", "en"),
         ("My biggest problem is that", "en"),
         ("Je voudrais de l'aide avec", "fr"),

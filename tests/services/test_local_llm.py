@@ -24,7 +24,7 @@ LONG_PROMPT = "Write a long story about a dragon who learns to speak English."
 @pytest.fixture(scope="module")
 def llm_service(service_log_dir: Path) -> Iterator[ServiceProcess]:
     # One request at a time makes the admission limit observable with two requests.
-    env = {"LLM_MAX_CONCURRENT": "1", "LLM_THREADS": "1", "LLM_BATCH_THREADS": "2", "LLM_LOG_FORMAT": "json"}
+    env = {"LLM_MAX_CONCURRENT": "1", "LLM_THREADS": "1", "LLM_LOG_FORMAT": "json"}
     with running_service(LOCAL_LLM, service_log_dir / "json-logs", env=env) as proc:
         yield proc
 
