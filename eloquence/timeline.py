@@ -84,7 +84,9 @@ class TurnTimeline:
         at["vad_end_of_speech"] = first("vad_end_of_speech", t0)
         speech_end = at["vad_end_of_speech"] or t0
         at["stt_flush_sent"] = first("stt_flush_sent", speech_end)
-        at["stt_final"] = first("stt_final", at["stt_flush_sent"] or speech_end)
+        # the sidecar's own VAD may finalize on the pause before the flush goes out: the turn's
+        # final is the first after the end of speech, whichever came first
+        at["stt_final"] = first("stt_final", speech_end)
         at["turn_committed"] = first("turn_committed", t0)
         # the generation that played: the last request before the first frame (a preemptive
         # generation may have started earlier on a transcript that then changed)

@@ -448,7 +448,11 @@ class Bench:
             else:
                 from ..peers.phase import PEERS
 
-                reason = "skipped in quick mode (run without --quick, or set ELOQUENCE_BENCH_PEERS=1)"
+                reason = (
+                    "not run: --no-peers or ELOQUENCE_BENCH_PEERS=0"
+                    if not opts.quick
+                    else "skipped in quick mode (run without --quick, or set ELOQUENCE_BENCH_PEERS=1)"
+                )
                 self.result["peers"] = {name: {"status": "skipped", "reason": reason} for name in PEERS}
         rep.add_comparisons(self.result)
         self.result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

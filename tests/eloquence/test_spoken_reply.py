@@ -48,7 +48,7 @@ def test_a_one_word_clause_is_enough_by_default() -> None:
 
 def test_a_long_first_clause_without_punctuation_ends_after_max_words() -> None:
     pieces = _shape("One simple way to improve your focus during a talk is to breathe slowly.")
-    assert _spoken(pieces[: pieces.index(FLUSH)]) == "One simple way to improve your focus during "
+    assert _spoken(pieces[: pieces.index(FLUSH)]) == "One simple way to improve "
     assert _spoken(pieces) == "One simple way to improve your focus during a talk is to breathe slowly."
     pieces = _shape("One simple way to improve your focus during a talk. Then", first_clause_max_words=None)
     assert _spoken(pieces[: pieces.index(FLUSH)]) == "One simple way to improve your focus during a talk. "

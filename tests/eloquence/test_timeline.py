@@ -34,6 +34,17 @@ def test_marks_resolve_to_ms_after_t0_for_the_generation_that_played() -> None:
     assert out["tts_first_audio"] == 750.0 and out["output_first_frame"] == 760.0
 
 
+def test_a_final_before_the_flush_is_the_turn_final() -> None:
+    """The sidecar's VAD finalized on the pause before the agent's flush went out."""
+    tl = TurnTimeline()
+    t0 = 10.0
+    tl.mark("vad_end_of_speech", t0 + 0.30)
+    tl.mark("stt_final", t0 + 0.31)
+    tl.mark("stt_flush_sent", t0 + 0.33)
+    out = tl.resolve(t0, t0 + 0.7)
+    assert out["stt_final"] == 310.0 and out["stt_flush_sent"] == 330.0
+
+
 def test_no_end_of_speech_gives_an_empty_timeline() -> None:
     assert set(TurnTimeline().resolve(None, None).values()) == {None}
 
