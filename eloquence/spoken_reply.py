@@ -151,18 +151,20 @@ class SpokenReply:
     # --------------------------------------------------------------------------------------
 
     def _first_clause_end(self, text: str) -> int | None:
+        candidates: list[int] = []
         for m in _sentence_ends(text, _CLAUSE_END):
             words = len(_WORD.findall(text[: m.start()]))
             is_sentence = _SENTENCE_END.fullmatch(m.group()) is not None
             if words >= 1 and (is_sentence or words >= self._opts.first_clause_words):
-                return m.end()
+                candidates.append(m.end())
+                break
         limit = self._opts.first_clause_max_words
         if limit is not None:
             # the end of the limit-th word, once the whitespace after it has come
             ends = [m.end() for m in _WORD_THEN_SPACE.finditer(text)]
             if len(ends) >= limit:
-                return ends[limit - 1]
-        return None
+                candidates.append(ends[limit - 1])
+        return min(candidates, default=None)
 
     def _release_sentences(self) -> list[str | FlushSentinel]:
         out: list[str | FlushSentinel] = []

@@ -50,6 +50,10 @@ def test_a_long_first_clause_without_punctuation_ends_after_max_words() -> None:
     pieces = _shape("One simple way to improve your focus during a talk is to breathe slowly.")
     assert _spoken(pieces[: pieces.index(FLUSH)]) == "One simple way to improve "
     assert _spoken(pieces) == "One simple way to improve your focus during a talk is to breathe slowly."
+    # the cap holds when the text comes in one piece with a comma further on
+    reply = SpokenReply(SpokenReplyOptions())
+    first = reply.push("One simple way to improve your focus, then breathe. ")
+    assert first[0] == "One simple way to improve " and isinstance(first[1], FlushSentinel)
     pieces = _shape("One simple way to improve your focus during a talk. Then", first_clause_max_words=None)
     assert _spoken(pieces[: pieces.index(FLUSH)]) == "One simple way to improve your focus during a talk. "
 
