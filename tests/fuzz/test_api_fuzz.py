@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from support.hypothesis_runs import run_given
 
 from eloquence.services import API, ServiceDefinition, ServiceProcess, free_port, running_service
 
@@ -108,7 +109,7 @@ def test_the_api_answers_every_generated_request_as_documented(api: ServiceProce
                 )
                 statuses[response.status_code] += 1
 
-            exercise()
+            run_given(exercise)
 
         assert statuses[500] == 0, statuses
         assert sum(statuses.values()) >= len(operations) * 10, statuses

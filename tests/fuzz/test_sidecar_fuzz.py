@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+from support.hypothesis_runs import run_given
 
 from eloquence.services import (
     AZURE_TTS,
@@ -98,7 +99,7 @@ def test_each_sidecar_answers_generated_requests_as_documented(sidecar: tuple[st
                 statuses[response.status_code] += 1
                 assert response.status_code != 500, response.text[:300]
 
-            exercise()
+            run_given(exercise)
         assert http.get(f"{proc.url}/health", timeout=10).status_code == 200
     time.sleep(0.5)
     fds_after, threads_after = _resources(proc)

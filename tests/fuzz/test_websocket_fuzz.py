@@ -22,6 +22,7 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.hypothesis_runs import run_given
 
 from eloquence.services import AZURE_TTS, WHISPER_STT, ServiceProcess, running_service
 from eloquence_bench.speech import PIPER_NO_NOISE_ENV
@@ -151,7 +152,7 @@ def _fuzz(url: str, strategy: st.SearchStrategy[list[str | bytes]], events: set[
     def run(messages: list[str | bytes]) -> None:
         asyncio.run(_exchange(url, messages, events, seen))
 
-    run()
+    run_given(run)
     return seen
 
 
