@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from eloquence.settings import AppSettings
 from eloquence.stages import STAGES
 
 from ..corpus import Utterance
@@ -24,11 +25,9 @@ from ..report import mean, summarize
 PACING_TOLERANCE_MS = 20.0
 
 
-def local_stack_settings(*, stt: str, tts: str, llm: str) -> Any:
+def local_stack_settings(*, stt: str, tts: str, llm: str) -> AppSettings:
     """The defaults in code (`AppSettings()`), pointed at the bench's own services only: no Mistral
     endpoint and no fallback URL from the environment takes part."""
-    from eloquence.settings import AppSettings
-
     return AppSettings().model_copy(
         update={
             "whisper_stt_url": stt,
