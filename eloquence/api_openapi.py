@@ -45,7 +45,10 @@ def openapi_document(exercises: list[str]) -> dict[str, Any]:
         "exercise_type": {"type": "string", "description": "after a fallback: the exercise that runs"},
         "warnings": {"type": "array", "items": {"type": "string"}, "description": "after a fallback: why"},
     }
-    config = {"type": "object", "description": 'exercise options, e.g. {"language": "fr"}'}
+    config = {
+        "type": ["object", "null"],
+        "description": 'exercise options, e.g. {"language": "fr"}; null: none',
+    }
 
     def errors(*codes: int) -> dict[str, Any]:
         return {

@@ -111,7 +111,10 @@ def choose_exercise(request: web.Request, body: dict[str, Any], *, default: str 
 
 
 def exercise_config(body: dict[str, Any]) -> dict[str, Any]:
-    config = body.get("config") or {}
+    """`config`: an object, or absent / null for none. `0`, `""` or `[]` are refused, not read as none."""
+    config = body.get("config")
+    if config is None:
+        return {}
     if not isinstance(config, dict):
         raise RequestError(400, "invalid_request", "`config` must be an object", field="config")
     return config

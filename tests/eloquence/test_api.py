@@ -146,6 +146,9 @@ async def test_token_with_a_wrong_secret_does_not_verify(api_url: str) -> None:
         (b'{"exercise_type": "default", "user_id": 42}', "invalid_request", "user_id"),
         (b'{"user_id": "carol"}', "invalid_request", "exercise_type"),
         (b'{"exercise_type": "default", "user_id": "carol", "config": "fr"}', "invalid_request", "config"),
+        # falsy values are refused too, not read as "no config" (found by the fuzzer: 0.0 was accepted)
+        (b'{"exercise_type": "default", "user_id": "carol", "config": 0.0}', "invalid_request", "config"),
+        (b'{"exercise_type": "default", "user_id": "carol", "config": []}', "invalid_request", "config"),
     ],
 )
 async def test_token_rejects_bad_bodies_with_a_clear_error(
@@ -157,6 +160,17 @@ async def test_token_rejects_bad_bodies_with_a_clear_error(
     assert body["error"]["message"]
     if field:
         assert body["error"]["field"] == field
+
+
+async def test_a_null_config_is_no_config(api_url: str) -> None:
+    status, body, _ = await _call(
+        "POST",
+        f"{api_url}/api/livekit/token",
+        body={"exercise_type": "default", "user_id": "carol", "config": None},
+    )
+    assert status == 200, body
+    (dispatch,) = _verify(body["token"]).room_config.agents
+    assert json.loads(dispatch.metadata) == {"exercise_type": "default", "user_id": "carol"}  # no config
 
 
 async def test_an_unknown_exercise_runs_the_default_with_a_warning_as_the_agent_does(api_url: str) -> None:
