@@ -23,20 +23,21 @@ def paths() -> dict[str, Any]:
             },
         },
     }
-    number = {"type": "number"}
+    # optional fields take null as "not set", as OpenAI and Mistral clients send them (chat_request.py)
+    number = {"type": ["number", "null"]}
     chat = {
         "type": "object",
         "required": ["messages"],
         "properties": {
             "messages": {"type": "array", "items": message, "minItems": 1},
             "stream": {"description": "true: server-sent events"},
-            "max_tokens": {"type": "integer", "minimum": 1},
+            "max_tokens": {"type": ["integer", "null"], "minimum": 1},
             "temperature": number,
             "top_p": number,
             "presence_penalty": number,
             "frequency_penalty": number,
-            "random_seed": {"type": "integer"},
-            "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "random_seed": {"type": ["integer", "null"]},
+            "stop": {"anyOf": [{"type": ["string", "null"]}, {"type": "array", "items": {"type": "string"}}]},
             "n": {"enum": [1, None]},
         },
     }
