@@ -26,7 +26,9 @@ def paths(*, voices: list[str], languages: list[str], max_text_chars: int) -> di
     tags = sorted({*languages, *(tag.split("-")[0] for tag in languages)})
     synthesize["properties"]["language"] = {"anyOf": [{"type": "string", "enum": tags}, {"type": "null"}]}
     for schema in (synthesize, speech):
-        schema["properties"]["voice"] = {"anyOf": [{"type": "string", "enum": voices}, {"type": "null"}]}
+        # "" or null: the context's (or the default) voice, as the server reads them
+        named = {"type": "string", "enum": [*voices, ""]}
+        schema["properties"]["voice"] = {"anyOf": [named, {"type": "null"}]}
     audio = {
         "description": "16-bit mono PCM (chunked) or a WAV file",
         "content": binary_content("audio/pcm", "audio/wav"),
